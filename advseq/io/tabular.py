@@ -1,0 +1,178 @@
+"""Long-form tables (CSV, TSV, Parquet): one row per post.
+
+Columns: ``user_id``, ``label``, ``text``, and ``position`` and/or ``timestamp`` to order
+each user's posts (oldest first); optional ``context`` and ``relevancy``. Every row of a
+user must carry the same label.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advseq.errors import DataError
+from advseq.io.validate import (
+    Problems,
+    parse_context,
+    parse_label,
+    parse_relevancy,
+    parse_text,
+    parse_timestamp,
+    parse_user_id,
+)
+from advseq.schema import Post, User
+
+REQUIRED = ("user_id", "label", "text")
+KNOWN = ("user_id", "label", "text", "context", "position", "timestamp", "relevancy")
+
+
+@dataclass
+class _Pending:
+    label: int
+    first_loc: dict[str, int]
+    posts: list[tuple[float, float, Post, dict[str, int]]] = field(default_factory=list)
+
+
+def _check_columns(columns: list[str], problems: Problems, **loc: Any) -> None:
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise problems.error(f"missing column(s) {', '.join(missing)}; found {', '.join(columns)}",
+                             **loc)
+    if "position" not in columns and "timestamp" not in columns:
+        raise problems.error("needs a 'position' or 'timestamp' column to order each user's posts",
+                             **loc)
+    extra = [c for c in columns if c not in KNOWN]
+    if extra:
+        problems.unknown_fields(set(extra), "header")
+
+
+def _csv_rows(path: Path, problems: Problems, delimiter: str) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise DataError(path, f"cannot read file ({err.strerror or err})") from None
+    with fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise problems.error("empty file (no header row)", line=1)
+            header = [h.strip() for h in header]
+            _check_columns(header, problems, line=1)
+            start = reader.line_num + 1
+            for cells in reader:
+                loc = {"line": start}
+                start = reader.line_num + 1
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    problems.skip_or_raise(problems.error(
+                        f"has {len(cells)} cells, the header has {len(header)}", **loc), "post")
+                    continue
+                yield loc, {k: (v if v != "" else None) for k, v in zip(header, cells, strict=True)}
+        except UnicodeDecodeError as err:
+            raise DataError(path, f"not valid UTF-8 ({err.reason}) after line {reader.line_num}") from None
+        except csv.Error as err:
+            raise DataError(path, f"malformed CSV ({err})", line=reader.line_num) from None
+
+
+def _parquet_rows(path: Path, problems: Problems) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several unrelated types for bad files
+        raise DataError(path, f"cannot read Parquet file ({err})") from None
+    columns = list(table.column_names)
+    _check_columns(columns, problems)
+    data = {c: table.column(c).to_pylist() for c in columns}
+    for i in range(table.num_rows):
+        yield {"row": i + 1}, {c: data[c][i] for c in columns}
+
+
+def load_table(path: Path, problems: Problems, kind: str) -> list[User]:
+    if kind == "parquet":
+        rows = _parquet_rows(path, problems)
+    else:
+        rows = _csv_rows(path, problems, "\t" if kind == "tsv" else ",")
+    pending: dict[str, _Pending] = {}
+    bad_users: set[str] = set()
+    for loc, row in rows:
+        try:
+            uid = parse_user_id(_required(row, "user_id", problems, loc), problems, **loc)
+        except DataError as err:
+            problems.skip_or_raise(err, "post")
+            continue
+        if uid in bad_users:
+            continue
+        try:
+            label = parse_label(_required(row, "label", problems, loc), problems, **loc)
+            entry = pending.get(uid)
+            if entry is not None and entry.label != label:
+                raise problems.error(
+                    f"user {uid!r} has label {entry.label} on {_fmt(entry.first_loc)} "
+                    f"but {label} here", field="label", **loc)
+        except DataError as err:
+            problems.skip_or_raise(err, "user")
+            bad_users.add(uid)
+            pending.pop(uid, None)
+            continue
+        try:
+            text = parse_text(row.get("text") or "", problems, field="text", **loc)
+            ts = parse_timestamp(row.get("timestamp"), problems, field="timestamp", **loc)
+            pos_raw = row.get("position")
+            position = _parse_position(pos_raw, problems, **loc)
+            if position is None and ts is None:
+                raise problems.error("needs a position or a timestamp", field="position", **loc)
+            post = Post(
+                text=text,
+                context=parse_context(row.get("context"), problems, field="context", **loc),
+                timestamp=ts,
+                relevancy=parse_relevancy(row.get("relevancy"), problems, field="relevancy", **loc),
+            )
+        except DataError as err:
+            problems.skip_or_raise(err, "post")
+            continue
+        if entry is None:
+            entry = pending[uid] = _Pending(label, loc)
+        key = position if position is not None else ts
+        entry.posts.append((key, ts if ts is not None else 0.0, post, loc))
+
+    users = []
+    for uid, entry in pending.items():
+        entry.posts.sort(key=lambda t: (t[0], t[1]))
+        dup = next((b for a, b in zip(entry.posts, entry.posts[1:]) if a[0] == b[0]), None)
+        if dup is not None:
+            problems.skip_or_raise(problems.error(
+                f"user {uid!r} has two posts at position/timestamp {dup[0]:g}",
+                field="position", **dup[3]), "user")
+            continue
+        users.append(User(uid, entry.label, tuple(p[2] for p in entry.posts)))
+    return users
+
+
+def _parse_position(value: Any, problems: Problems, **loc: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise problems.error(f"must be an integer, got {value!r}", field="position", **loc) from None
+    if not f.is_integer():
+        raise problems.error(f"must be an integer, got {value!r}", field="position", **loc)
+    return f
+
+
+def _required(row: dict[str, Any], key: str, problems: Problems, loc: dict[str, int]) -> Any:
+    if row.get(key) is None:
+        raise problems.error("missing", field=key, **loc)
+    return row[key]
+
+
+def _fmt(loc: dict[str, int]) -> str:
+    return f"line {loc['line']}" if "line" in loc else f"row {loc['row']}"

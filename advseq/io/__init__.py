@@ -12,7 +12,8 @@ from advseq.io.tabular import load_table
 from advseq.io.validate import Problems
 from advseq.schema import Dataset
 
-log = logging.getLogger("advseq")
+log = logging.getLogger("advseq.io")
+MAX_LOGGED_WARNINGS = 10
 
 FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -77,6 +78,9 @@ def load_dataset(path: str | Path, *, fmt: str | None = None, lenient: bool = Fa
     ds = Dataset(users, name=name or _default_name(target, fmt), source=str(target))
     ds.warnings = problems.warnings
     ds.skipped = {"users": problems.skipped_users, "posts": problems.skipped_posts}
-    for w in problems.warnings:
+    for w in problems.warnings[:MAX_LOGGED_WARNINGS]:
         log.warning(w)
+    if len(problems.warnings) > MAX_LOGGED_WARNINGS:
+        log.warning("... and %d more warnings (all are in dataset.warnings)",
+                    len(problems.warnings) - MAX_LOGGED_WARNINGS)
     return ds

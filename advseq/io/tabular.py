@@ -146,7 +146,7 @@ def load_table(path: Path, problems: Problems, kind: str) -> list[User]:
     users = []
     for uid, entry in pending.items():
         entry.posts.sort(key=lambda t: (t[0], t[1]))
-        dup = next((b for a, b in zip(entry.posts, entry.posts[1:]) if a[0] == b[0]), None)
+        dup = next((b for a, b in zip(entry.posts, entry.posts[1:], strict=False) if a[0] == b[0]), None)
         if dup is not None:
             problems.skip_or_raise(problems.error(
                 f"user {uid!r} has two posts at position/timestamp {dup[0]:g}",

@@ -1,0 +1,3 @@
+from advseq.cli import main
+
+main()

@@ -1,0 +1,215 @@
+"""The detector interface: what advseq attacks.
+
+A detector follows scikit-learn's conventions: hyper-parameters are constructor
+arguments stored verbatim, ``fit`` returns ``self``, learned state ends in ``_``. It
+saves to a folder (``config.json`` + weights as safetensors + ``vocab.json`` where it has
+one) and loads back from the path alone through :func:`load_detector`.
+
+What a detector can offer an attacker is declared in ``capabilities``:
+
+* ``label``    — the decision only,
+* ``score``    — P(malicious),
+* ``gradient`` — white-box: it accepts a new post as a *soft* token distribution over its
+  vocabulary (:class:`SoftPostDetector`) and is differentiable with respect to it.
+
+Attacks never see a detector directly, only :class:`advseq.threat.ThreatModel`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from advseq.errors import ConfigError
+from advseq.schema import User
+
+if TYPE_CHECKING:
+    import torch
+
+    from advseq.text import Vocabulary
+
+CONFIG_FILE = "config.json"
+FORMAT = "advseq-detector/1"
+ALL_CAPABILITIES = frozenset({"label", "score", "gradient"})
+
+
+class Detector(ABC):
+    """Base class of every detector (first-party, third-party, or a wrapped callable)."""
+
+    #: registry name (the entry-point name)
+    name: ClassVar[str] = ""
+    #: what an attacker may be granted on this detector
+    capabilities: ClassVar[frozenset[str]] = frozenset({"label", "score"})
+
+    fit_info_: dict[str, Any]
+
+    @abstractmethod
+    def fit(self, train: Sequence[User], valid: Sequence[User] | None = None, **kwargs: Any) -> Detector:
+        """Train on ``train`` (early stopping on ``valid`` where the model uses it)."""
+
+    @abstractmethod
+    def predict_proba(self, users: Sequence[User]) -> np.ndarray:
+        """P(malicious) for each user, shape ``[len(users)]``, batched internally."""
+
+    def predict(self, users: Sequence[User], threshold: float = 0.5) -> np.ndarray:
+        return (self.predict_proba(users) >= threshold).astype(np.int64)
+
+    # ---- configuration -------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments of this class and its bases (read back from attributes
+        of the same name), so a config round-trips through ``cls(**params)``."""
+        names: list[str] = []
+        for klass in type(self).__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) \
+                        and p.name not in names:
+                    names.append(p.name)
+        return {k: getattr(self, k) for k in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- persistence ---------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and the learned state into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "detector": self.name, "params": self.get_params(),
+                  "fit_info": getattr(self, "fit_info_", {})}
+        extra = self._save_state(path)
+        if extra:
+            config["state"] = extra
+        from advseq.manifest import write_json
+
+        write_json(path / CONFIG_FILE, config)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        path = Path(path)
+        config = read_config(path)
+        try:
+            det = cls(**config["params"])
+        except TypeError as err:
+            raise ConfigError(f"{path / CONFIG_FILE}: parameters do not fit {cls.__name__} ({err})") from None
+        det.fit_info_ = config.get("fit_info", {})
+        det._load_state(path, config.get("state") or {})
+        return det
+
+    def _save_state(self, path: Path) -> dict[str, Any] | None:
+        """Write learned state (safetensors/JSON, never pickle); return JSON-able extras
+        for config.json."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+
+class SoftPostDetector(Detector):
+    """A detector that scores ``history + new post`` where the new post is a soft token
+    distribution over its vocabulary, differentiably: the white-box capability."""
+
+    capabilities: ClassVar[frozenset[str]] = ALL_CAPABILITIES
+    vocab_: Vocabulary
+    max_post_tokens: int
+
+    @abstractmethod
+    def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
+                         lengths: torch.Tensor) -> torch.Tensor:
+        """Logit of P(malicious) for each user with a new post appended.
+
+        ``histories``: the posts that precede the new one (B users); ``soft_post``:
+        ``[B, T, V]`` probabilities over ``vocab_`` (rows of a one-hot matrix give the
+        exact score of a real post); ``lengths``: ``[B]`` tokens used per post.
+        Returns ``[B]``, attached to the autograd graph.
+        """
+
+
+class CallableDetector(Detector):
+    """Wrap your own detector: any callable ``users -> P(malicious)``.
+
+    Every attack, evaluator and report then works on it with the ``label``/``score``
+    capabilities. Provide ``soft_post_logits`` (same contract as
+    :meth:`SoftPostDetector.soft_post_logits`) plus ``vocab`` to grant ``gradient``::
+
+        det = CallableDetector(lambda users: my_model.predict(users))
+    """
+
+    name = "callable"
+
+    def __init__(self, fn: Callable[[Sequence[User]], Sequence[float]], *,
+                 soft_post_logits: Callable[..., Any] | None = None,
+                 vocab: Vocabulary | None = None, max_post_tokens: int = 30) -> None:
+        self.fn = fn
+        self._soft = soft_post_logits
+        self.vocab_ = vocab
+        self.max_post_tokens = max_post_tokens
+        self.fit_info_ = {}
+        if (soft_post_logits is None) != (vocab is None):
+            raise ConfigError("CallableDetector needs both soft_post_logits and vocab for gradients")
+
+    def get_params(self) -> dict[str, Any]:
+        return {}  # a wrapped callable has no config; it cannot be saved
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        return ALL_CAPABILITIES if self._soft is not None else frozenset({"label", "score"})
+
+    def fit(self, train: Sequence[User], valid: Sequence[User] | None = None, **kwargs: Any) -> CallableDetector:
+        return self  # already trained by its owner
+
+    def predict_proba(self, users: Sequence[User]) -> np.ndarray:
+        out = np.asarray(self.fn(list(users)), dtype=np.float64).reshape(-1)
+        if out.shape != (len(users),):
+            raise ConfigError(f"the wrapped detector returned {out.shape[0]} scores for {len(users)} users")
+        return out
+
+    def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
+                         lengths: torch.Tensor) -> torch.Tensor:
+        if self._soft is None:
+            raise ConfigError("this wrapped detector was given no soft_post_logits")
+        return self._soft(histories, soft_post, lengths)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    cfg = path / CONFIG_FILE
+    if not cfg.is_file():
+        raise ConfigError(f"{path} is not a saved detector (no {CONFIG_FILE})")
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{cfg}: cannot read ({err})") from None
+    if config.get("format") != FORMAT or "detector" not in config:
+        raise ConfigError(f"{cfg}: not an advseq detector config (format {FORMAT!r} expected)")
+    return config
+
+
+def create_detector(name: str, **params: Any) -> Detector:
+    """A new, untrained detector from the registry."""
+    from advseq import registry
+
+    cls = registry.detectors.get(name)
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ConfigError(f"bad parameters for detector {name!r}: {err}") from None
+
+
+def load_detector(path: str | Path) -> Detector:
+    """Load any saved detector from its folder (the registry says which class)."""
+    from advseq import registry
+
+    path = Path(path)
+    config = read_config(path)
+    cls = registry.detectors.get(config["detector"])
+    return cls.load(path)

@@ -1,0 +1,77 @@
+"""Run manifests: config, seed, versions and git hash, so every number can be traced."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from advseq.paths import REPO_DIR
+
+TRACKED_PACKAGES = ("advseq", "torch", "transformers", "numpy", "scikit-learn", "pandas",
+                    "nltk", "textattack", "sentence-transformers", "safetensors")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision(repo: Path = REPO_DIR) -> dict[str, Any]:
+    """Commit hash and whether the working tree had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                                     "--untracked-files=no"], capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip())
+        return {"commit": head, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def build_manifest(config: dict[str, Any], *, seed: int | None = None,
+                   data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "advseq_manifest": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "config": config,
+        "seed": seed,
+        "data": data,
+        "versions": {"python": platform.python_version(), **package_versions()},
+        "platform": {"system": platform.system(), "machine": platform.machine(),
+                     "cpus": os.cpu_count()},
+        "git": git_revision(),
+        **extra,
+    }
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_default) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,415 @@
+"""Shared machinery for token-level neural detectors (hlstm, cnn, ties, transformer).
+
+A model is a :class:`SequenceModule` with three parts — token embedding (also over soft
+token distributions), post encoder ``[M, T, E] -> [M, H]`` and sequence classifier
+``[B, P, H] -> [B]`` — and :class:`NeuralDetector` does the rest: vocabulary, batched
+left-padded tensors, training with early stopping, prediction, soft-post scoring for
+white-box attacks, and safetensors persistence.
+
+Only real posts go through the post encoder (all posts of a batch in one call); padding
+slots are zero vectors. Users keep their last ``max_posts`` posts, left-padded so the most
+recent post is always in the last slot, each cut to ``max_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advseq.detector import Detector, SoftPostDetector
+from advseq.errors import ConfigError
+from advseq.schema import Dataset, User
+from advseq.text import Tokenizer, Vocabulary
+
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass
+class PostBatch:
+    """Tensors for B users: ``ids [B,P,T]``, ``lengths [B,P]`` (0 = empty slot),
+    ``mask [B,P]``, ``dt [B,P]`` (log1p minutes since the previous post, 0 if unknown),
+    ``labels [B]``."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    mask: torch.Tensor
+    dt: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> PostBatch:
+        return PostBatch(*(t.to(device) for t in (self.ids, self.lengths, self.mask, self.dt, self.labels)))
+
+    def index(self, idx: torch.Tensor) -> PostBatch:
+        return PostBatch(self.ids[idx], self.lengths[idx], self.mask[idx], self.dt[idx], self.labels[idx])
+
+
+class PostEncoderCache:
+    """Token ids per post text, cached: attacks re-score users whose history is unchanged."""
+
+    def __init__(self, vocab: Vocabulary, max_tokens: int, max_entries: int = 500_000) -> None:
+        self.vocab = vocab
+        self.max_tokens = max_tokens
+        self.max_entries = max_entries
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = np.asarray(self.vocab.encode(text, max_len=self.max_tokens) or [self.vocab.unk_id],
+                             dtype=np.int64)
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[text] = ids
+        return ids
+
+
+def time_deltas(user: User) -> np.ndarray:
+    """log1p(minutes since the previous post) per post; 0 where timestamps are missing."""
+    ts = [p.timestamp for p in user.posts]
+    out = np.zeros(len(ts), dtype=np.float32)
+    for i in range(1, len(ts)):
+        a, b = ts[i - 1], ts[i]
+        if a is not None and b is not None:
+            out[i] = math.log1p(max(0.0, b - a) / 60.0)
+    return out
+
+
+def tensorize(users: Sequence[User], encode: PostEncoderCache, max_posts: int, *,
+              reserve_last: bool = False) -> PostBatch:
+    """Left-padded tensors for ``users``. With ``reserve_last`` the last slot is left
+    empty (for a new post) and only ``max_posts - 1`` history posts are kept."""
+    B, P, T = len(users), max_posts, encode.max_tokens
+    ids = np.zeros((B, P, T), dtype=np.int64)
+    lengths = np.zeros((B, P), dtype=np.int64)
+    dt = np.zeros((B, P), dtype=np.float32)
+    keep = P - 1 if reserve_last else P
+    end = P - 1 if reserve_last else P
+    for b, u in enumerate(users):
+        posts = u.posts[-keep:] if keep > 0 else ()
+        deltas = time_deltas(u)[-keep:] if keep > 0 else ()
+        start = end - len(posts)
+        for j, (post, d) in enumerate(zip(posts, deltas, strict=True)):
+            tok = encode(post.text)
+            ids[b, start + j, : len(tok)] = tok
+            lengths[b, start + j] = len(tok)
+            dt[b, start + j] = d
+        if reserve_last:
+            nonzero = time_deltas(u)
+            nonzero = nonzero[nonzero > 0]
+            dt[b, P - 1] = float(np.median(nonzero)) if nonzero.size else 0.0
+    labels = np.array([u.label for u in users], dtype=np.float32)
+    lengths_t = torch.from_numpy(lengths)
+    return PostBatch(torch.from_numpy(ids), lengths_t, lengths_t > 0, torch.from_numpy(dt),
+                     torch.from_numpy(labels))
+
+
+class SequenceModule(nn.Module):
+    """A detector network in three parts. Subclasses set ``self.embedding`` (an
+    ``nn.Embedding`` with ``padding_idx=0``), ``self.post_dim`` and implement
+    :meth:`encode_posts` and :meth:`classify`."""
+
+    embedding: nn.Embedding
+    post_dim: int
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """``[M, T] -> [M, T, E]``."""
+        return self.embedding(ids)
+
+    def embed_soft(self, probs: torch.Tensor) -> torch.Tensor:
+        """``[M, T, V] -> [M, T, E]``: a soft token is the probability-weighted mix of
+        embedding rows, so a one-hot row equals :meth:`embed_ids`."""
+        return probs @ self.embedding.weight
+
+    @abstractmethod
+    def encode_posts(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[M, T, E]`` token embeddings (valid prefix of ``lengths``) -> ``[M, H]``."""
+
+    @abstractmethod
+    def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
+        """``[B, P, H]`` post vectors (zeros at empty slots, ``batch.mask``) -> logits ``[B]``."""
+
+    def post_vectors(self, batch: PostBatch) -> torch.Tensor:
+        """Encode every real post of the batch in one call; ``[B, P, H]``."""
+        B, P, T = batch.ids.shape
+        flat = batch.mask.reshape(-1)
+        where = flat.nonzero().squeeze(1)
+        vec = self.encode_posts(self.embed_ids(batch.ids.reshape(-1, T)[where]),
+                                batch.lengths.reshape(-1)[where])
+        out = vec.new_zeros(B * P, vec.shape[-1]).index_copy(0, where, vec)
+        return out.view(B, P, -1)
+
+    def forward(self, batch: PostBatch) -> torch.Tensor:
+        return self.classify(self.post_vectors(batch), batch)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(dim) / m.sum(dim).clamp(min=1.0)
+
+
+def length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class TorchDetector(Detector):
+    """Base of detectors trained with torch on batched user tensors: the training loop
+    (Adam, early stopping on a validation split carved from the training users, class
+    weights, gradient clipping, best-epoch checkpoint), batched prediction and safetensors
+    persistence. Subclasses provide :meth:`_prepare`, :meth:`tensorize` and
+    :meth:`build_module`; a batch needs ``labels``, ``index()`` and ``to()``."""
+
+    def __init__(
+        self,
+        *,
+        max_posts: int = 30,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        dropout: float = 0.3,
+        patience: int = 5,
+        valid_size: float = 0.1,
+        monitor: str = "auc",
+        class_weight: str | None = None,
+        grad_clip: float = 1.0,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.max_posts = max_posts
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.patience = patience
+        self.valid_size = valid_size
+        self.monitor = monitor
+        self.class_weight = class_weight
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.device = device
+        self.fit_info_ = {}
+        if monitor not in ("auc", "loss"):
+            raise ConfigError(f"monitor must be 'auc' or 'loss', got {monitor!r}")
+        if class_weight not in (None, "balanced"):
+            raise ConfigError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+        if max_posts < 2:
+            raise ConfigError("max_posts must be >= 2")
+
+    @abstractmethod
+    def _prepare(self, train: Sequence[User]) -> None:
+        """Learn what the module's size depends on (e.g. the vocabulary) from ``train``."""
+
+    @abstractmethod
+    def tensorize(self, users: Sequence[User]) -> Any:
+        """The batch object for ``users``."""
+
+    def _save_extra(self, path: Path) -> dict[str, Any]:
+        return {}
+
+    def _load_extra(self, path: Path, state: dict[str, Any]) -> None:
+        """Restore what :meth:`build_module` needs before the weights are loaded."""
+
+    @abstractmethod
+    def build_module(self) -> nn.Module:
+        """The untrained network (called after :meth:`_prepare` or :meth:`_load_extra`)."""
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but torch sees no GPU; install a CUDA build "
+                              "of torch (see README) or use --device cpu")
+        return torch.device(self.device)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "module_"):
+            raise ConfigError(f"{type(self).__name__} is not trained: call fit() or load()")
+
+    # ---- training ----------------------------------------------------------------------
+    def fit(self, train: Sequence[User], valid: Sequence[User] | None = None, *,
+            checkpoint_dir: str | Path | None = None, progress: bool | None = None,
+            **kwargs: Any) -> NeuralDetector:
+        from advseq.metrics import classification_metrics
+        from advseq.progress import progress_bar
+
+        train = list(train)
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        if valid is None and self.valid_size > 0:
+            carved = Dataset(train, name="train").split(self.valid_size, seed=self.seed)
+            train, valid = list(carved.train), list(carved.test)
+        self._prepare(train)
+        device = self.torch_device
+        self.module_ = self.build_module().to(device)
+        data = self.tensorize(train)
+        vdata = self.tensorize(valid) if valid else None
+        y = data.labels.numpy()
+        pos_weight = None
+        if self.class_weight == "balanced" and y.sum() > 0:
+            pos_weight = torch.tensor((len(y) - y.sum()) / y.sum(), device=device)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best: tuple[float, float] | None = None
+        best_state, best_epoch, history, bad = None, 0, [], 0
+        n = len(train)
+        t0 = time.perf_counter()
+        with progress_bar(f"train {self.name}", self.epochs * n, enabled=progress) as bar:
+            for epoch in range(1, self.epochs + 1):
+                self.module_.train()
+                order = torch.from_numpy(rng.permutation(n))
+                total = 0.0
+                for start in range(0, n, self.batch_size):
+                    batch = data.index(order[start:start + self.batch_size]).to(device)
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(self.module_(batch), batch.labels)
+                    loss.backward()
+                    if self.grad_clip:
+                        nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
+                    opt.step()
+                    total += float(loss.detach()) * len(batch.labels)
+                    bar.advance(len(batch.labels))
+                record: dict[str, Any] = {"epoch": epoch, "train_loss": round(total / n, 6)}
+                if vdata is not None:
+                    logits = self._logits(vdata)
+                    vloss = float(nn.functional.binary_cross_entropy_with_logits(
+                        logits, vdata.labels.to(logits.device)))
+                    vm = classification_metrics(vdata.labels.numpy(), torch.sigmoid(logits).cpu().numpy())
+                    record.update(valid_loss=round(vloss, 6), valid_auc=vm["roc_auc"], valid_f1=vm["f1"])
+                    score = ((vm["roc_auc"] or 0.0) if self.monitor == "auc" else -vloss, -vloss)
+                else:
+                    score = (float(epoch), 0.0)  # no validation: keep the last epoch
+                history.append(record)
+                bar.update(status=" ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
+                if best is None or score > best:
+                    best, best_epoch, bad = score, epoch, 0
+                    best_state = copy.deepcopy(self.module_.state_dict())
+                    if checkpoint_dir is not None:
+                        self.fit_info_ = {"best_epoch": epoch, "partial": True}
+                        self.save(checkpoint_dir)
+                else:
+                    bad += 1
+                    if bad >= self.patience:
+                        break
+        seconds = time.perf_counter() - t0
+        assert best_state is not None
+        self.module_.load_state_dict(best_state)
+        self.module_.eval()
+        epochs_run = len(history)
+        self.fit_info_ = {
+            "epochs": epochs_run, "best_epoch": best_epoch, "history": history,
+            "n_train": n, "n_valid": len(valid or []),
+            "train_seconds": round(seconds, 3),
+            "train_users_per_second": round(n * epochs_run / seconds, 2) if seconds else None,
+        }
+        return self
+
+    # ---- inference ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _logits(self, data: Any, batch_size: int = 256) -> torch.Tensor:
+        self.module_.eval()
+        device = self.torch_device
+        out = [self.module_(data.index(torch.arange(s, min(s + batch_size, len(data.labels)))).to(device))
+               for s in range(0, len(data.labels), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def predict_proba(self, users: Sequence[User]) -> np.ndarray:
+        self._check_fitted()
+        if not users:
+            return np.zeros(0)
+        return torch.sigmoid(self._logits(self.tensorize(users))).cpu().double().numpy()
+
+    # ---- persistence -------------------------------------------------------------------
+    def _save_state(self, path: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE))
+        return {"weights": WEIGHTS_FILE, **self._save_extra(path)}
+
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        from safetensors.torch import load_file
+
+        if not (path / WEIGHTS_FILE).is_file():
+            raise ConfigError(f"{path} is missing {WEIGHTS_FILE}")
+        self._load_extra(path, state)
+        module = self.build_module()
+        try:
+            module.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        except RuntimeError as err:
+            raise ConfigError(f"{path / WEIGHTS_FILE} does not fit {type(self).__name__}: {err}") from None
+        self.module_ = module.to(self.torch_device).eval()
+
+
+class NeuralDetector(TorchDetector, SoftPostDetector):
+    """Token-level neural detectors (a :class:`SequenceModule` over the detector's own
+    vocabulary), with the white-box soft-post capability."""
+
+    def __init__(self, *, max_tokens: int = 30, min_freq: int = 2, max_vocab: int = 30000,
+                 lowercase: bool = True, **common: Any) -> None:
+        super().__init__(**common)
+        self.max_tokens = max_tokens
+        self.min_freq = min_freq
+        self.max_vocab = max_vocab
+        self.lowercase = lowercase
+        if max_tokens < 1:
+            raise ConfigError("max_tokens must be >= 1")
+
+    @abstractmethod
+    def build_module(self) -> SequenceModule:
+        """The untrained network for ``len(self.vocab_)`` tokens."""
+
+    @property
+    def max_post_tokens(self) -> int:  # type: ignore[override]
+        return self.max_tokens
+
+    def _prepare(self, train: Sequence[User]) -> None:
+        texts = (p.text for u in train for p in u.posts[-self.max_posts:])
+        self.vocab_ = Vocabulary.build(texts, Tokenizer(lowercase=self.lowercase),
+                                       min_freq=self.min_freq, max_size=self.max_vocab)
+        self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
+
+    def tensorize(self, users: Sequence[User], *, reserve_last: bool = False) -> PostBatch:
+        return tensorize(users, self._encode, self.max_posts, reserve_last=reserve_last)
+
+    def _save_extra(self, path: Path) -> dict[str, Any]:
+        self.vocab_.save(path / VOCAB_FILE)
+        return {"vocab": VOCAB_FILE, "vocab_size": len(self.vocab_)}
+
+    def _load_extra(self, path: Path, state: dict[str, Any]) -> None:
+        if not (path / VOCAB_FILE).is_file():
+            raise ConfigError(f"{path} is missing {VOCAB_FILE}")
+        self.vocab_ = Vocabulary.load(path / VOCAB_FILE)
+        self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
+
+    def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
+                         lengths: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        if soft_post.dim() != 3 or soft_post.shape[0] != len(histories) \
+                or soft_post.shape[2] != len(self.vocab_):
+            raise ConfigError(f"soft_post must be [B={len(histories)}, T, V={len(self.vocab_)}], "
+                              f"got {list(soft_post.shape)}")
+        device = self.torch_device
+        batch = self.tensorize(histories, reserve_last=True).to(device)
+        self.module_.eval()
+        hist = self.module_.post_vectors(batch)
+        lengths = lengths.to(device).clamp(min=1, max=soft_post.shape[1])
+        new = self.module_.encode_posts(self.module_.embed_soft(soft_post.to(device)), lengths)
+        post_vecs = torch.cat([hist[:, :-1], new.unsqueeze(1)], dim=1)
+        mask = batch.mask.clone()
+        mask[:, -1] = True
+        lens = batch.lengths.clone()
+        lens[:, -1] = lengths
+        return self.module_.classify(post_vecs, replace(batch, mask=mask, lengths=lens))
+

@@ -1,0 +1,137 @@
+"""The threat-model wrapper: the only view of a detector an attack ever gets.
+
+It grants capabilities by mode — ``white-box`` (label + score + gradient), ``score``
+(label + score) and ``label`` (decision only) — refuses what the mode withholds before
+anything runs, counts every query per user, and enforces a per-user query budget with
+:class:`~advseq.errors.QueryBudgetExceeded` (reported apart from a failed attack).
+The ``transfer`` mode is built from these: the attack gets a ``white-box`` wrapper on a
+surrogate, and the evaluator scores the written posts once on the deployed detector.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from advseq.detector import Detector
+from advseq.errors import CapabilityError, ConfigError, QueryBudgetExceeded
+from advseq.schema import User
+
+if TYPE_CHECKING:
+    import torch
+
+    from advseq.text import Vocabulary
+
+MODES: dict[str, frozenset[str]] = {
+    "white-box": frozenset({"label", "score", "gradient"}),
+    "score": frozenset({"label", "score"}),
+    "label": frozenset({"label"}),
+}
+
+
+class ThreatModel:
+    """A detector seen through a threat model.
+
+    ``mode`` is a name from :data:`MODES` or an explicit set of capabilities;
+    ``budget`` caps the queries per user (``None`` = unlimited).
+    """
+
+    def __init__(self, detector: Detector, mode: str | Iterable[str] = "white-box", *,
+                 budget: int | None = None, threshold: float = 0.5) -> None:
+        if isinstance(mode, str):
+            if mode not in MODES:
+                raise ConfigError(f"unknown threat mode {mode!r}; choose from {', '.join(MODES)}")
+            granted, self.mode = MODES[mode], mode
+        else:
+            granted, self.mode = frozenset(mode), "custom"
+        offered = frozenset(detector.capabilities)
+        if not granted <= offered:
+            raise CapabilityError(
+                f"mode {self.mode!r} grants {sorted(granted)} but detector "
+                f"{detector.name or type(detector).__name__!r} only offers {sorted(offered)}")
+        if budget is not None and budget < 1:
+            raise ConfigError(f"query budget must be >= 1, got {budget}")
+        self._detector = detector
+        self.capabilities = granted
+        self.budget = budget
+        self.threshold = threshold
+        self.queries: Counter[str] = Counter()
+
+    # ---- capability checks ---------------------------------------------------------
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def require(self, needed: Iterable[str], who: str = "this attack") -> None:
+        missing = sorted(set(needed) - self.capabilities)
+        if missing:
+            raise CapabilityError(
+                f"{who} needs {', '.join(missing)} but the {self.mode!r} threat model grants only "
+                f"{', '.join(sorted(self.capabilities))}")
+
+    # ---- query accounting ----------------------------------------------------------
+    def remaining(self, user_id: str) -> int | None:
+        return None if self.budget is None else self.budget - self.queries[user_id]
+
+    def _charge(self, users: Sequence[User]) -> None:
+        counts = Counter(u.user_id for u in users)
+        if self.budget is not None:
+            for uid, n in counts.items():
+                if self.queries[uid] + n > self.budget:
+                    raise QueryBudgetExceeded(uid, self.budget)
+        self.queries.update(counts)
+
+    @property
+    def total_queries(self) -> int:
+        return sum(self.queries.values())
+
+    # ---- queries -------------------------------------------------------------------
+    def label(self, users: Sequence[User]) -> np.ndarray:
+        """The detector's decision (1 = malicious) per user; one query each."""
+        self.require({"label"})
+        self._charge(users)
+        return (self._detector.predict_proba(users) >= self.threshold).astype(np.int64)
+
+    def score(self, users: Sequence[User]) -> np.ndarray:
+        """P(malicious) per user; one query each."""
+        self.require({"score"}, "a score query")
+        self._charge(users)
+        return self._detector.predict_proba(users)
+
+    def soft_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
+                    lengths: torch.Tensor) -> torch.Tensor:
+        """Differentiable logit of P(malicious) with a soft new post after each history;
+        one query per user. See :meth:`advseq.detector.SoftPostDetector.soft_post_logits`."""
+        self.require({"gradient"}, "a gradient query")
+        self._charge(histories)
+        return self._detector.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
+
+    def gradient(self, histories: Sequence[User], soft_post: torch.Tensor, lengths: torch.Tensor,
+                 target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+        """(P(malicious), d loss / d soft_post) where loss is the cross-entropy toward
+        ``target`` (0 = be judged benign): descending the gradient moves toward it."""
+        import torch
+
+        x = soft_post.detach().clone().requires_grad_(True)
+        logits = self.soft_logits(histories, x, lengths)
+        tgt = torch.as_tensor(target, dtype=logits.dtype, device=logits.device).expand_as(logits)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return torch.sigmoid(logits).detach().cpu().double().numpy(), grad
+
+    # ---- white-box facts -----------------------------------------------------------
+    @property
+    def vocab(self) -> Vocabulary:
+        """The detector's vocabulary (the space of soft posts); white-box only."""
+        self.require({"gradient"}, "reading the detector's vocabulary")
+        return self._detector.vocab_  # type: ignore[attr-defined]
+
+    @property
+    def max_post_tokens(self) -> int:
+        return int(getattr(self._detector, "max_post_tokens", 30))
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "capabilities": sorted(self.capabilities), "budget": self.budget,
+                "threshold": self.threshold}

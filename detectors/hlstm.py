@@ -1,0 +1,60 @@
+"""``hlstm``: PETGEN's two-level LSTM detector (He, Ahamad, Kumar, KDD 2021).
+
+Token embedding (512) -> post-level LSTM (256; last state = post vector) ->
+sequence-level LSTM (128) over up to 30 left-padded posts; features = all post vectors
+concatenated + the final sequence state -> linear. Defaults are the paper's sizes.
+
+Deviations from the authors' code, all for speed or stability, none in the architecture:
+batched and packed (the authors run one user per forward pass), one logit with a
+sigmoid instead of a 2-way softmax (equivalent), Adam with early stopping on a
+validation split instead of 200 epochs of SGD, and dropout on the features.
+The embedding is an ``nn.Embedding`` whose weight also multiplies soft token
+distributions, which is the authors' bias-free linear layer over one-hot tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advseq.neural import NeuralDetector, PostBatch, SequenceModule
+
+
+class HierarchicalLSTM(SequenceModule):
+    def __init__(self, vocab_size: int, emb_dim: int, post_hidden: int, seq_hidden: int,
+                 max_posts: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        self.post_lstm = nn.LSTM(emb_dim, post_hidden, batch_first=True)
+        self.seq_lstm = nn.LSTM(post_hidden, seq_hidden, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(max_posts * post_hidden + seq_hidden, 1)
+        self.post_dim = post_hidden
+
+    def encode_posts(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # The state after each post's last real token; trailing padding cannot reach it.
+        # Unpacked is ~1.5x faster than pack_padded_sequence on CPU at these sizes.
+        out, _ = self.post_lstm(emb[:, : int(lengths.max())])
+        return out[torch.arange(len(lengths), device=out.device), lengths - 1]
+
+    def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
+        _, (h, _) = self.seq_lstm(post_vecs)
+        feats = torch.cat([post_vecs.flatten(1), h[-1]], dim=1)
+        return self.head(self.drop(feats)).squeeze(-1)
+
+
+class HierarchicalLSTMDetector(NeuralDetector):
+    """PETGEN's two-level LSTM (embedding 512 -> post LSTM 256 -> sequence LSTM 128)."""
+
+    name = "hlstm"
+
+    def __init__(self, *, emb_dim: int = 512, post_hidden: int = 256, seq_hidden: int = 128,
+                 **common) -> None:
+        super().__init__(**common)
+        self.emb_dim = emb_dim
+        self.post_hidden = post_hidden
+        self.seq_hidden = seq_hidden
+
+    def build_module(self) -> SequenceModule:
+        return HierarchicalLSTM(len(self.vocab_), self.emb_dim, self.post_hidden, self.seq_hidden,
+                                self.max_posts, self.dropout)

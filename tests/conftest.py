@@ -1,0 +1,70 @@
+"""Shared fixtures. Every test runs offline: outbound network connections are refused."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from advseq.paths import shared_dataset
+from advseq.schema import Dataset, Post, User
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """advseq must never need the network: any non-local connection fails the test."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family == socket.AF_UNIX or host in ("127.0.0.1", "::1", "localhost"):
+            return real_connect(self, address)
+        raise RuntimeError(f"test tried to reach the network: {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _advseq_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One private ADVSEQ_HOME per test session, never the user's cache."""
+    home = tmp_path_factory.getbasetemp() / "advseq_home"
+    monkeypatch.setenv("ADVSEQ_HOME", str(home))
+
+
+def make_user(uid: str, label: int, texts: list[str], context: str | None = None) -> User:
+    posts = [Post(t, context if i == len(texts) - 1 else None, float(i), None)
+             for i, t in enumerate(texts)]
+    return User(uid, label, tuple(posts))
+
+
+@pytest.fixture
+def tiny() -> Dataset:
+    """20 users, 10 per class, with a learnable word signal."""
+    users = []
+    for i in range(20):
+        label = i % 2
+        word = "buy now cheap deal" if label else "thanks for the edit"
+        texts = [f"post {j} about item {i % 3} {word if j % 2 else 'hello there'}" for j in range(3 + i % 4)]
+        users.append(make_user(f"u{i:02d}", label, texts, context=f"item {i % 3} page"))
+    return Dataset(users, name="tiny")
+
+
+def real_data(name: str) -> Path:
+    """Path of a shared real dataset, or skip the test with the reason."""
+    path = shared_dataset(name)
+    if path is None:
+        pytest.skip(f"real dataset {name!r} not found (looked in $ADVSEQ_DATA and ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def wiki_path() -> Path:
+    return real_data("wiki")
+
+
+@pytest.fixture
+def pan19_path() -> Path:
+    return real_data("pan19-bots-en")

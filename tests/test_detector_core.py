@@ -1,0 +1,124 @@
+"""Detector interface, persistence, soft-post gradients and the threat-model wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advseq.detector import CallableDetector, create_detector, load_detector
+from advseq.errors import CapabilityError, ConfigError, QueryBudgetExceeded
+from advseq.schema import Dataset, Post
+from advseq.threat import ThreatModel
+
+SMALL = {"emb_dim": 16, "post_hidden": 16, "seq_hidden": 8, "max_posts": 6, "max_tokens": 12,
+         "epochs": 3, "batch_size": 8, "min_freq": 1, "valid_size": 0.0}
+
+
+@pytest.fixture
+def trained(tiny: Dataset):
+    return create_detector("hlstm", seed=0, **SMALL).fit(tiny.users, progress=False)
+
+
+def test_fit_predict_shapes_and_params(trained, tiny: Dataset) -> None:
+    p = trained.predict_proba(tiny.users)
+    assert p.shape == (len(tiny),) and np.all((p >= 0) & (p <= 1))
+    assert trained.predict(tiny.users).dtype == np.int64
+    params = trained.get_params()
+    assert params["emb_dim"] == 16 and params["max_posts"] == 6 and params["seed"] == 0
+    assert trained.fit_info_["epochs"] == 3
+
+
+def test_same_seed_same_model(tiny: Dataset) -> None:
+    a = create_detector("hlstm", seed=3, **SMALL).fit(tiny.users, progress=False)
+    b = create_detector("hlstm", seed=3, **SMALL).fit(tiny.users, progress=False)
+    np.testing.assert_array_equal(a.predict_proba(tiny.users), b.predict_proba(tiny.users))
+
+
+def test_save_load_identical(trained, tiny: Dataset, tmp_path: Path) -> None:
+    trained.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "vocab.json"}
+    back = load_detector(tmp_path / "m")
+    assert type(back) is type(trained) and back.get_params() == trained.get_params()
+    np.testing.assert_array_equal(back.predict_proba(tiny.users), trained.predict_proba(tiny.users))
+
+
+def test_load_rejects_non_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a saved detector"):
+        load_detector(tmp_path)
+
+
+def test_one_hot_soft_post_equals_real_post(trained, tiny: Dataset) -> None:
+    """Scoring history + a one-hot soft post must equal scoring the real user."""
+    users = tiny.users[:5]
+    histories = [u.with_posts(u.posts[:-1]) for u in users]
+    V, T = len(trained.vocab_), trained.max_tokens
+    ids = [trained.vocab_.encode(u.posts[-1].text, max_len=T) for u in users]
+    soft = torch.zeros(len(users), T, V)
+    for b, seq in enumerate(ids):
+        soft[b, torch.arange(len(seq)), torch.tensor(seq)] = 1.0
+    lengths = torch.tensor([len(s) for s in ids])
+    logits = trained.soft_post_logits(histories, soft, lengths)
+    np.testing.assert_allclose(torch.sigmoid(logits).detach().numpy(), trained.predict_proba(users),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_white_box_gradient_nonzero(trained, tiny: Dataset) -> None:
+    tm = ThreatModel(trained, "white-box")
+    users = tiny.users[:4]
+    soft = torch.softmax(torch.randn(4, trained.max_tokens, len(tm.vocab)), dim=-1)
+    probs, grad = tm.gradient(users, soft, torch.full((4,), 7), target=0)
+    assert probs.shape == (4,) and grad.shape == soft.shape
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+    assert grad[:, 7:].abs().sum() == 0  # tokens past the post's length cannot matter
+    assert tm.queries[users[0].user_id] == 1
+
+
+def test_label_mode_refuses_gradient_and_counts(trained, tiny: Dataset) -> None:
+    tm = ThreatModel(trained, "label", budget=3)
+    with pytest.raises(CapabilityError, match="grants only label"):
+        tm.require({"gradient"}, "hotflip")
+    with pytest.raises(CapabilityError):
+        tm.score(tiny.users[:1])
+    with pytest.raises(CapabilityError):
+        _ = tm.vocab
+    u = tiny.users[0]
+    for _ in range(3):
+        assert tm.label([u]).shape == (1,)
+    assert tm.queries[u.user_id] == 3 and tm.remaining(u.user_id) == 0
+    with pytest.raises(QueryBudgetExceeded):
+        tm.label([u])
+    assert tm.queries[u.user_id] == 3  # a refused query is not charged
+
+
+def test_mode_needs_detector_capability(tiny: Dataset) -> None:
+    det = CallableDetector(lambda users: [0.5] * len(users))
+    with pytest.raises(CapabilityError, match="only offers"):
+        ThreatModel(det, "white-box")
+    tm = ThreatModel(det, "score")
+    assert tm.score(tiny.users[:2]).tolist() == [0.5, 0.5]
+
+
+def test_callable_detector_checks_output(tiny: Dataset) -> None:
+    det = CallableDetector(lambda users: [0.1])
+    with pytest.raises(ConfigError, match="returned 1 scores for 3 users"):
+        det.predict_proba(tiny.users[:3])
+
+
+def test_append_keeps_last_posts(trained, tiny: Dataset) -> None:
+    """Users longer than max_posts keep their most recent posts."""
+    u = tiny.users[0]
+    long = u.with_posts([Post(f"filler {i}") for i in range(20)] + list(u.posts))
+    batch = trained.tensorize([long])
+    assert batch.mask.all() and batch.ids.shape[1] == trained.max_posts
+    last = trained.vocab_.encode(u.posts[-1].text, max_len=trained.max_tokens)
+    assert batch.ids[0, -1, : len(last)].tolist() == last
+
+
+def test_unknown_detector_and_bad_params() -> None:
+    with pytest.raises(ConfigError, match="unknown detector"):
+        create_detector("nope")
+    with pytest.raises(ConfigError, match="bad parameters"):
+        create_detector("hlstm", wings=2)

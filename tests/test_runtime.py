@@ -1,0 +1,87 @@
+"""Offline run-time set-up: built lazily, never at import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advseq import runtime
+
+
+def test_nltk_data_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVSEQ_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime, "_done", set())
+    root = runtime.nltk_data()
+    assert root == tmp_path / "nltk_data"
+    stop = (root / "corpora" / "stopwords" / "english").read_text().split()
+    assert "the" in stop and len(stop) > 300
+    assert (root / "tokenizers" / "punkt_tab" / "english" / "abbrev_types.txt").exists()
+    assert os.environ["NLTK_DATA"].split(os.pathsep)[0] == str(root)
+    from nltk import word_tokenize
+    from nltk.corpus import stopwords
+
+    assert "the" in stopwords.words("english")
+    assert word_tokenize("Hi there. Dr. Who came.") == ["Hi", "there", ".", "Dr.", "Who", "came", "."]
+
+
+def test_wordnet_when_debian_packages_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if runtime._wordnet_source() is None:
+        pytest.skip("WordNet not installed (apt-get install wordnet-base wordnet-sense-index)")
+    monkeypatch.setenv("ADVSEQ_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime, "_done", set())
+    assert runtime.wordnet_available()
+    lex = (tmp_path / "nltk_data" / "corpora" / "wordnet" / "lexnames").read_text().splitlines()
+    assert len(lex) == 45 and lex[3] == "03\tnoun.Tops\t1"
+
+
+def test_wordnet_missing_says_how_to_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVSEQ_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime, "_done", set())
+    monkeypatch.setattr(runtime, "_wordnet_source", lambda: None)
+    from advseq.errors import ResourceMissing
+
+    with pytest.raises(ResourceMissing, match="apt-get install wordnet-base"):
+        runtime.require_wordnet()
+
+
+def test_textattack_marker_and_offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVSEQ_HOME", str(tmp_path))
+    monkeypatch.delenv("TA_CACHE_DIR", raising=False)
+    for var in runtime.HF_OFFLINE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(runtime, "_done", set())
+    runtime.prepare_textattack()
+    assert (tmp_path / "textattack" / "post_install_check_3").exists()
+    assert all(os.environ[v] == "1" for v in runtime.HF_OFFLINE_VARS)
+
+
+def test_packaged_models_found() -> None:
+    assert (runtime.minilm_dir() / "config.json").exists()
+    index, emb = runtime.glove_files()
+    assert index.suffix == ".parquet" and emb.suffix == ".npy"
+
+
+def test_import_and_help_load_nothing_heavy() -> None:
+    """`import advseq` and `advseq --help` import no torch/transformers/textattack/sklearn
+    and set up nothing."""
+    code = (
+        "import sys, os\n"
+        "import advseq, advseq.cli\n"
+        "from typer.testing import CliRunner\n"
+        "r = CliRunner().invoke(advseq.cli.app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(advseq.cli.app, ['data', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'textattack', 'sklearn', 'nltk',\n"
+        "         'sentence_transformers', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert 'NLTK_DATA' not in os.environ and 'HF_HUB_OFFLINE' not in os.environ\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "HF_HUB_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr

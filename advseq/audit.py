@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from advseq.schema import Dataset
+from advseq.schema import Dataset, User
 from advseq.text import Tokenizer
 
 SHORTCUT_FEATURES = {
     "n_posts": "number of posts",
     "mean_post_chars": "mean post length (characters)",
     "share_rt": 'share of posts starting with "RT @"',
+    "share_quick_gaps": "share of gaps under one hour between posts (timestamps)",
 }
 
 
@@ -30,25 +31,35 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def user_features(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Text-free features ``[n_users, 3]`` (columns as in SHORTCUT_FEATURES) and labels."""
+    """Text-free features ``[n_users, 4]`` (columns as in SHORTCUT_FEATURES) and labels."""
     feats = np.array([
         (len(u.posts),
          sum(len(p.text) for p in u.posts) / len(u.posts),
-         sum(p.text.startswith("RT @") for p in u.posts) / len(u.posts))
+         sum(p.text.startswith("RT @") for p in u.posts) / len(u.posts),
+         _quick_gap_share(u))
         for u in dataset
     ], dtype=np.float64)
     return feats, np.asarray(dataset.labels)
 
 
+def _quick_gap_share(user: User) -> float:
+    ts = [p.timestamp for p in user.posts]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if a is not None and b is not None]
+    return sum(g < 3600 for g in gaps) / len(gaps) if gaps else 0.0
+
+
 def shortcut_audit(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
     """Cross-validated accuracy/F1 (malicious = positive) of detectors reading no text:
-    a one-threshold rule (decision stump) per feature, a depth-3 tree on all three, and
-    the majority class."""
+    a one-threshold rule (decision stump) per feature, a depth-3 tree on all of them, and
+    the majority class. The timestamp feature is audited only when timestamps exist."""
     from sklearn.dummy import DummyClassifier
     from sklearn.model_selection import StratifiedKFold, cross_validate
     from sklearn.tree import DecisionTreeClassifier
 
     X, y = user_features(dataset)
+    keys = list(SHORTCUT_FEATURES)
+    if not any(p.timestamp is not None for u in dataset for p in u.posts):
+        keys.remove("share_quick_gaps")
     n_min = int(min(np.bincount(y, minlength=2)))
     k = min(folds, n_min)
     if k < 2:
@@ -58,10 +69,11 @@ def shortcut_audit(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> list[d
     models: list[tuple[str, str, Any, list[int]]] = [
         ("majority", "always the majority class", DummyClassifier(strategy="most_frequent"), [0]),
     ]
-    for j, (key, desc) in enumerate(SHORTCUT_FEATURES.items()):
-        models.append((key, f"threshold on {desc}", DecisionTreeClassifier(max_depth=1), [j]))
-    models.append(("all_metadata", "depth-3 tree on all three",
-                   DecisionTreeClassifier(max_depth=3, random_state=seed), [0, 1, 2]))
+    cols = [list(SHORTCUT_FEATURES).index(k) for k in keys]
+    for key, j in zip(keys, cols, strict=True):
+        models.append((key, f"threshold on {SHORTCUT_FEATURES[key]}", DecisionTreeClassifier(max_depth=1), [j]))
+    models.append(("all_metadata", f"depth-3 tree on all {len(keys)}",
+                   DecisionTreeClassifier(max_depth=3, random_state=seed), cols))
     for key, desc, model, cols in models:
         res = cross_validate(model, X[:, cols], y, cv=cv, scoring=("accuracy", "f1"))
         rows.append({

@@ -1,10 +1,14 @@
-"""Shared machinery for token-level neural detectors (hlstm, cnn, ties, transformer).
+"""Shared machinery for torch detectors.
 
-A model is a :class:`SequenceModule` with three parts — token embedding (also over soft
-token distributions), post encoder ``[M, T, E] -> [M, H]`` and sequence classifier
-``[B, P, H] -> [B]`` — and :class:`NeuralDetector` does the rest: vocabulary, batched
-left-padded tensors, training with early stopping, prediction, soft-post scoring for
-white-box attacks, and safetensors persistence.
+:class:`TorchDetector` owns the training loop (early stopping on a validation split,
+best-epoch checkpoint), batched prediction and safetensors persistence for any model
+over batched user tensors (the ``sentence-encoder`` uses it directly).
+
+:class:`NeuralDetector` adds what token-level detectors (hlstm, cnn, ties, transformer)
+share: the vocabulary, left-padded ``[B, P, T]`` token tensors, word dropout, and
+soft-post scoring for white-box attacks. Its model is a :class:`SequenceModule` with
+three parts — token embedding (also over soft token distributions), post encoder
+``[M, T, E] -> [M, H]`` and sequence classifier ``[B, P, H] -> [B]``.
 
 Only real posts go through the post encoder (all posts of a batch in one call); padding
 slots are zero vectors. Users keep their last ``max_posts`` posts, left-padded so the most
@@ -215,6 +219,10 @@ class TorchDetector(Detector):
     def tensorize(self, users: Sequence[User]) -> Any:
         """The batch object for ``users``."""
 
+    def _augment(self, batch: Any, gen: torch.Generator) -> Any:
+        """Training-time augmentation of a batch (identity by default)."""
+        return batch
+
     def _save_extra(self, path: Path) -> dict[str, Any]:
         return {}
 
@@ -239,13 +247,15 @@ class TorchDetector(Detector):
     # ---- training ----------------------------------------------------------------------
     def fit(self, train: Sequence[User], valid: Sequence[User] | None = None, *,
             checkpoint_dir: str | Path | None = None, progress: bool | None = None,
-            **kwargs: Any) -> NeuralDetector:
+            **kwargs: Any) -> TorchDetector:
         from advseq.metrics import classification_metrics
         from advseq.progress import progress_bar
 
+        t0 = time.perf_counter()  # training time includes tokenising / embedding the posts
         train = list(train)
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
         if valid is None and self.valid_size > 0:
             carved = Dataset(train, name="train").split(self.valid_size, seed=self.seed)
             train, valid = list(carved.train), list(carved.test)
@@ -263,14 +273,13 @@ class TorchDetector(Detector):
         best: tuple[float, float] | None = None
         best_state, best_epoch, history, bad = None, 0, [], 0
         n = len(train)
-        t0 = time.perf_counter()
         with progress_bar(f"train {self.name}", self.epochs * n, enabled=progress) as bar:
             for epoch in range(1, self.epochs + 1):
                 self.module_.train()
                 order = torch.from_numpy(rng.permutation(n))
                 total = 0.0
                 for start in range(0, n, self.batch_size):
-                    batch = data.index(order[start:start + self.batch_size]).to(device)
+                    batch = self._augment(data.index(order[start:start + self.batch_size]), gen).to(device)
                     opt.zero_grad(set_to_none=True)
                     loss = loss_fn(self.module_(batch), batch.labels)
                     loss.backward()
@@ -357,14 +366,24 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
     vocabulary), with the white-box soft-post capability."""
 
     def __init__(self, *, max_tokens: int = 30, min_freq: int = 2, max_vocab: int = 30000,
-                 lowercase: bool = True, **common: Any) -> None:
+                 lowercase: bool = True, word_dropout: float = 0.0, **common: Any) -> None:
         super().__init__(**common)
         self.max_tokens = max_tokens
         self.min_freq = min_freq
         self.max_vocab = max_vocab
         self.lowercase = lowercase
+        self.word_dropout = word_dropout
         if max_tokens < 1:
             raise ConfigError("max_tokens must be >= 1")
+        if not 0.0 <= word_dropout < 1.0:
+            raise ConfigError("word_dropout must be in [0, 1)")
+
+    def _augment(self, batch: PostBatch, gen: torch.Generator) -> PostBatch:
+        """Word dropout: each real token becomes <unk> with probability ``word_dropout``."""
+        if not self.word_dropout:
+            return batch
+        drop = (torch.rand(batch.ids.shape, generator=gen) < self.word_dropout) & (batch.ids != 0)
+        return replace(batch, ids=batch.ids.masked_fill(drop, self.vocab_.unk_id))
 
     @abstractmethod
     def build_module(self) -> SequenceModule:

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from advseq import __version__
 from advseq.cli import data as data_cmds
+from advseq.cli import demo as demo_cmds
 from advseq.cli import detect as detect_cmds
 from advseq.cli import misc as misc_cmds
 from advseq.cli._common import err_console
@@ -81,6 +82,7 @@ def root(
 
 
 app.add_typer(data_cmds.app, name="data", help="Inspect, validate, convert and simulate datasets.")
+demo_cmds.register(app)
 detect_cmds.register(app)
 misc_cmds.register(app)
 

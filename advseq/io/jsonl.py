@@ -66,6 +66,9 @@ def save_jsonl(dataset: Dataset, path: str | Path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for line in dataset.to_jsonl():
                 fh.write(line + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

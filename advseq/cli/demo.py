@@ -1,0 +1,25 @@
+"""``advseq demo``: the main job on the bundled demo data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from advseq.cli._common import console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+        seed: Annotated[int, typer.Option(help="Seed for the split, training and attacks.")] = 0,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")] = None,
+    ) -> None:
+        """Run the robustness pipeline on the bundled demo data and say where the results are."""
+        from advseq.demo import run_demo
+
+        summary = run_demo(out, seed=seed, progress=progress, console=console)
+        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {out}/",
+                      highlight=False)

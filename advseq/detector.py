@@ -17,7 +17,6 @@ Attacks never see a detector directly, only :class:`advseq.threat.ThreatModel`.
 
 from __future__ import annotations
 
-import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from advseq.config import Configurable
 from advseq.errors import ConfigError
 from advseq.schema import User
 
@@ -39,7 +39,7 @@ FORMAT = "advseq-detector/1"
 ALL_CAPABILITIES = frozenset({"label", "score", "gradient"})
 
 
-class Detector(ABC):
+class Detector(Configurable, ABC):
     """Base class of every detector (first-party, third-party, or a wrapped callable)."""
 
     #: registry name (the entry-point name)
@@ -59,25 +59,6 @@ class Detector(ABC):
 
     def predict(self, users: Sequence[User], threshold: float = 0.5) -> np.ndarray:
         return (self.predict_proba(users) >= threshold).astype(np.int64)
-
-    # ---- configuration -------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments of this class and its bases (read back from attributes
-        of the same name), so a config round-trips through ``cls(**params)``."""
-        names: list[str] = []
-        for klass in type(self).__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None or klass is object:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) \
-                        and p.name not in names:
-                    names.append(p.name)
-        return {k: getattr(self, k) for k in names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -49,6 +49,17 @@ class Tokenizer:
             return [m.group(0) for m in _TOKEN_RE.finditer(text)]
         return [URL_TOKEN if m.group("url") else m.group(0) for m in _TOKEN_RE.finditer(text)]
 
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` cut after its ``max_tokens``-th token, original characters kept."""
+        end = None
+        for i, m in enumerate(_TOKEN_RE.finditer(text)):
+            if i == max_tokens:
+                break
+            end = m.end()
+        else:
+            return text
+        return text[:end] if end is not None else ""
+
     @staticmethod
     def detokenize(tokens: Sequence[str]) -> str:
         """Join tokens with spaces, closing up around punctuation."""

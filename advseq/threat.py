@@ -75,6 +75,12 @@ class ThreatModel:
     def remaining(self, user_id: str) -> int | None:
         return None if self.budget is None else self.budget - self.queries[user_id]
 
+    def affordable(self, users: Sequence[User], n: int = 1) -> list[bool]:
+        """Whether each user still has ``n`` queries left."""
+        if self.budget is None:
+            return [True] * len(users)
+        return [self.queries[u.user_id] + n <= self.budget for u in users]
+
     def _charge(self, users: Sequence[User]) -> None:
         counts = Counter(u.user_id for u in users)
         if self.budget is not None:

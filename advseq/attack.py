@@ -1,0 +1,175 @@
+"""The attack interface: TextAttack's decomposition, re-cut for users.
+
+* **goal** — ``evasion`` (default): a malicious user the detector flags is judged benign
+  after the attack; ``flip``: any correctly classified user's verdict changes (PETGEN's
+  training objective).
+* **placement** — ``append`` a new post after the user's posts (default), or
+  ``replace-last``: the new post takes the place of the real last post (the PETGEN
+  authors' protocol; the real last post is then the realism reference).
+* **target context** — the context of the user's last post, or one given for all users.
+* **constraints** — :class:`AttackSpec` (max tokens; attacks add their own, e.g. a
+  sentence-similarity floor).
+* **search / generator** — the attack itself: :meth:`Attack.run` writes one post per
+  task, seeing the detector only through :class:`~advseq.threat.ThreatModel`.
+
+An attack declares the capabilities it needs in ``requires``; the evaluator refuses to
+start one the threat model does not grant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from advseq.config import Configurable
+from advseq.errors import ConfigError
+from advseq.schema import BENIGN, MALICIOUS, Dataset, Post, User
+
+if TYPE_CHECKING:
+    from advseq.threat import ThreatModel
+
+GOALS = ("evasion", "flip")
+PLACEMENTS = ("append", "replace-last")
+STATUSES = ("ok", "budget_exhausted", "failed")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Settings shared by every attack in one comparison."""
+
+    goal: str = "evasion"
+    placement: str = "append"
+    context: str | None = None      #: None = each user's last-post context
+    max_tokens: int = 30
+
+    def __post_init__(self) -> None:
+        if self.goal not in GOALS:
+            raise ConfigError(f"goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        if self.max_tokens < 1:
+            raise ConfigError("max_tokens must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def targets(self, user: User) -> bool:
+        """Whether the attacker writes for this user: under evasion only malicious users
+        attack; under flip every user does."""
+        return self.goal == "flip" or user.label == MALICIOUS
+
+    def target_label(self, user: User) -> int:
+        """The verdict the attacker wants for ``user``."""
+        return BENIGN if self.goal == "evasion" else 1 - user.label
+
+    def task(self, user: User) -> AttackTask:
+        history = user.posts if self.placement == "append" else user.posts[:-1]
+        context = self.context if self.context is not None else user.posts[-1].context
+        return AttackTask(
+            user=user,
+            history=user.with_posts(history),
+            context=context,
+            target=self.target_label(user),
+            timestamp=_next_timestamp(user.posts if self.placement == "append" else user.posts[:-1],
+                                      user.posts[-1] if self.placement == "replace-last" else None),
+            max_tokens=self.max_tokens,
+        )
+
+
+def _next_timestamp(history: Sequence[Post], replaced: Post | None) -> float | None:
+    """When the new post is written: the replaced post's time, or the last post's time
+    plus the user's median gap."""
+    if replaced is not None:
+        return replaced.timestamp
+    ts = [p.timestamp for p in history if p.timestamp is not None]
+    if not ts:
+        return None
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b >= a]
+    return ts[-1] + (statistics.median(gaps) if gaps else 0.0)
+
+
+@dataclass
+class AttackTask:
+    """One user to attack: the posts before the new one, where and what to aim for."""
+
+    user: User                 #: the original user
+    history: User              #: the posts that precede the new post (same id and label)
+    context: str | None        #: the target context of the new post
+    target: int                #: the verdict the attacker wants
+    timestamp: float | None    #: the new post's timestamp
+    max_tokens: int = 30
+
+    @property
+    def user_id(self) -> str:
+        return self.user.user_id
+
+    def with_post(self, text: str) -> User:
+        """The user as the detector sees them with ``text`` as the new post."""
+        return self.history.with_posts(
+            (*self.history.posts, Post(text, self.context, self.timestamp, None)))
+
+
+@dataclass
+class AttackOutput:
+    """What an attack wrote for one task. ``status``: ``ok`` (done, successful or not),
+    ``budget_exhausted`` (stopped by the query budget; ``post`` is the best so far) or
+    ``failed`` (nothing sensible to write; ``post`` may be a fallback)."""
+
+    post: str
+    status: str = "ok"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+
+
+class Attack(Configurable, ABC):
+    """Base class of every attack plugin.
+
+    Hyper-parameters are constructor arguments (stored verbatim); ``seed`` makes the
+    attack repeatable: per-user randomness comes from :meth:`rng`, so a user's post does
+    not depend on which other users share its batch (resumed runs stay identical).
+    """
+
+    #: registry name
+    name: ClassVar[str] = ""
+    #: capabilities the attack needs from the threat model (label / score / gradient)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: the paper it implements, for reports
+    paper: ClassVar[str] = ""
+
+    seed: int
+
+    def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:  # noqa: B027
+        """Learn anything needed before attacking (e.g. a universal trigger or a
+        language model) from the training users the attacker may see. Default: nothing."""
+
+    @abstractmethod
+    def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
+        """Write one post per task (same order)."""
+
+    def rng(self, task: AttackTask, salt: str = "") -> random.Random:
+        """A generator seeded by (attack seed, user id, salt)."""
+        digest = hashlib.blake2b(f"{self.seed}|{task.user_id}|{salt}".encode(), digest_size=8).digest()
+        return random.Random(int.from_bytes(digest, "little"))
+
+    def np_rng(self, task: AttackTask, salt: str = "") -> np.random.Generator:
+        return np.random.default_rng(self.rng(task, salt).getrandbits(63))
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    from advseq import registry
+
+    cls = registry.attacks.get(name)
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ConfigError(f"bad parameters for attack {name!r}: {err}") from None

@@ -1,0 +1,282 @@
+"""The attack evaluator: every attack scored the same way, on the same users.
+
+``run_attack`` attacks every test user of a trained detector's recorded split (the
+attacker writes for malicious users under ``evasion``, for everyone under ``flip``),
+scores the attacked users on the deployed detector, and appends one record per user to
+``results.jsonl`` batch by batch, so a killed run resumes where it stopped (``resume``)
+with nothing lost or duplicated. ``summary.json`` holds the attack and detection
+metrics and the text-quality metrics of the written posts next to those of the users'
+real last posts (the yardstick).
+
+Threat modes: ``white-box``, ``score``, ``label`` query the deployed detector through a
+:class:`~advseq.threat.ThreatModel`; ``transfer`` gives the attack white-box access to a
+surrogate (given, or trained here on the training split) and scores its posts once on
+the deployed detector, which the attack never sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advseq.attack import AttackSpec, create_attack
+from advseq.detector import Detector, load_detector
+from advseq.errors import CapabilityError, ConfigError
+from advseq.manifest import build_manifest, write_json
+from advseq.metrics import classification_metrics
+from advseq.schema import Dataset, User
+from advseq.threat import MODES, ThreatModel
+from advseq.training import data_record, recorded_split
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "manifest.json"
+THREAT_MODES = (*MODES, "transfer")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a (possibly killed) run; a torn last line is dropped from the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good != len(raw):
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return records
+
+
+def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def prepare_surrogate(train: Dataset, *, surrogate: str | Path | None, detector: str, seed: int,
+                      out: Path, progress: bool | None) -> tuple[Detector, dict[str, Any]]:
+    """The attacker's own detector: loaded from ``surrogate``, or trained on ``train``
+    (the users the attacker may see) with a seed the deployed model did not use."""
+    if surrogate is not None:
+        return load_detector(surrogate), {"path": str(surrogate)}
+    path = out / "surrogate"
+    if (path / "config.json").exists():
+        return load_detector(path), {"trained": detector, "path": str(path)}
+    from advseq.detector import create_detector
+
+    det = create_detector(detector, seed=seed + 1000)
+    det.fit(train.users, progress=progress)
+    det.save(path)
+    return det, {"trained": detector, "seed": seed + 1000, "path": str(path)}
+
+
+def run_attack(
+    data: Dataset,
+    detector_dir: str | Path,
+    attack: str,
+    *,
+    out: str | Path,
+    mode: str = "white-box",
+    spec: AttackSpec | None = None,
+    attack_params: dict[str, Any] | None = None,
+    surrogate: str | Path | None = None,
+    surrogate_detector: str = "cnn",
+    budget: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    batch_size: int = 16,
+    max_users: int | None = None,
+    quality: bool = True,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Attack the recorded test users of the detector in ``detector_dir``; returns the
+    summary (also written to ``out/summary.json``)."""
+    from advseq.progress import progress_bar
+
+    out = Path(out)
+    spec = spec or AttackSpec()
+    if mode not in THREAT_MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(THREAT_MODES)}")
+    if surrogate is not None and mode != "transfer":
+        raise ConfigError("--surrogate only applies to --mode transfer")
+    deployed = load_detector(detector_dir)
+    split = recorded_split(detector_dir, data)
+    if split is None:
+        raise ConfigError(f"{data.source or data.name} is not the dataset the detector in "
+                          f"{detector_dir} was trained on (checksums differ); attacks run on "
+                          "that detector's recorded test split")
+    test = split.test.users[:max_users] if max_users else split.test.users
+    atk = create_attack(attack, seed=seed, **(attack_params or {}))
+
+    config = {"attack": attack, "attack_params": atk.get_params(), "mode": mode,
+              "spec": spec.to_dict(), "budget": budget, "seed": seed, "batch_size": batch_size,
+              "detector": str(Path(detector_dir)), "detector_name": deployed.name,
+              "data_checksum": data.checksum(), "n_users": len(test),
+              "surrogate": str(surrogate) if surrogate else (surrogate_detector if mode == "transfer" else None)}
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
+                              "another --out")
+        if previous != config:
+            changed = sorted(k for k in config if previous.get(k) != config[k])
+            raise ConfigError(f"cannot resume {out}: the run was started with different settings "
+                              f"({', '.join(changed)})")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Refuse an attack the threat model cannot serve before any work is done.
+    if mode == "transfer":
+        sur_cls = _detector_class(surrogate, surrogate_detector)
+        missing = atk.requires - sur_cls.capabilities
+        if missing:
+            raise CapabilityError(f"attack {attack!r} needs {', '.join(sorted(missing))}, which the "
+                                  f"surrogate {sur_cls.name!r} cannot provide; pick a surrogate "
+                                  "detector with soft-token gradients (hlstm, cnn, ties, transformer)")
+    else:
+        threat = ThreatModel(deployed, mode, budget=budget)
+        threat.require(atk.requires, f"attack {attack!r}")
+    surrogate_info = None
+    if mode == "transfer":
+        surrogate_det, surrogate_info = prepare_surrogate(
+            split.train, surrogate=surrogate, detector=surrogate_detector, seed=seed, out=out,
+            progress=progress)
+        # The attacker owns the surrogate: every capability it offers, no budget.
+        threat = ThreatModel(surrogate_det, surrogate_det.capabilities)
+    write_json(run_file, config)
+
+    records = read_records(out / RESULTS_FILE)
+    done = {r["user_id"] for r in records}
+    t_start = time.perf_counter()
+    atk.prepare(split.train, threat, spec)
+    prepare_seconds = time.perf_counter() - t_start
+    clean = deployed.predict_proba(test)
+    threshold = 0.5
+    batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
+    n_success = sum(r["success"] for r in records)
+    with progress_bar(f"attack {attack} ({mode})", len(test), enabled=progress) as bar:
+        bar.update(completed=len(done), status=f"success {n_success}")
+        for idx in batches:
+            if all(test[i].user_id in done for i in idx):
+                continue
+            users = [test[i] for i in idx]
+            targeted = [u for u in users if spec.targets(u)]
+            tasks = [spec.task(u) for u in targeted]
+            t0 = time.perf_counter()
+            outputs = atk.run(tasks, threat) if tasks else []
+            seconds = time.perf_counter() - t0
+            if len(outputs) != len(tasks):
+                raise RuntimeError(f"attack {attack!r} returned {len(outputs)} posts for {len(tasks)} users")
+            written = {t.user_id: (t, o) for t, o in zip(tasks, outputs, strict=True)}
+            attacked_users = [written[u.user_id][0].with_post(written[u.user_id][1].post)
+                              if u.user_id in written else u for u in users]
+            after = deployed.predict_proba(attacked_users)
+            batch_records = []
+            for i, u, p_after in zip(idx, users, after, strict=True):
+                rec = _record(u, float(clean[i]), float(p_after), spec, threshold,
+                              written.get(u.user_id), threat.queries[u.user_id],
+                              seconds / max(1, len(tasks)))
+                batch_records.append(rec)
+                n_success += rec["success"]
+            _append(out / RESULTS_FILE, batch_records)
+            records.extend(batch_records)
+            bar.advance(len(users))
+            bar.update(status=f"success {n_success}")
+    summary = summarize(records, spec=spec, config=config)
+    summary["prepare_seconds"] = round(prepare_seconds, 3)
+    if quality:
+        from advseq.quality import quality_report
+
+        summary["quality"] = quality_report(records, data, split, seed=seed)
+        summary.update({k: v for k, v in summary["quality"]["attack"].items()})
+    write_json(out / SUMMARY_FILE, summary)
+    write_json(out / MANIFEST_FILE, build_manifest(
+        config, seed=seed, data=data_record(data), surrogate=surrogate_info,
+        threat=threat.describe(), attack_paper=atk.paper))
+    return summary
+
+
+def _detector_class(surrogate: str | Path | None, name: str) -> type[Detector]:
+    from advseq import registry
+    from advseq.detector import read_config
+
+    if surrogate is not None:
+        name = read_config(Path(surrogate))["detector"]
+    return registry.detectors.get(name)
+
+
+def _record(user: User, clean_prob: float, attacked_prob: float, spec: AttackSpec, threshold: float,
+            written: tuple[Any, Any] | None, queries: int, seconds: float) -> dict[str, Any]:
+    clean_pred = int(clean_prob >= threshold)
+    attacked_pred = int(attacked_prob >= threshold)
+    if spec.goal == "evasion":
+        eligible = user.label == 1 and clean_pred == 1
+        success = eligible and attacked_pred == 0
+    else:
+        eligible = clean_pred == user.label
+        success = eligible and attacked_pred != user.label
+    rec: dict[str, Any] = {
+        "user_id": user.user_id, "label": user.label, "targeted": written is not None,
+        "clean_prob": round(clean_prob, 6), "attacked_prob": round(attacked_prob, 6),
+        "clean_pred": clean_pred, "attacked_pred": attacked_pred,
+        "eligible": bool(eligible), "success": bool(success),
+        "flipped": clean_pred == user.label and attacked_pred != clean_pred,
+        "queries": int(queries), "seconds": round(seconds, 4) if written else 0.0,
+        "status": "not_targeted", "post": None, "context": None,
+    }
+    if written is not None:
+        task, output = written
+        rec.update(status=output.status, post=output.post, context=task.context)
+        if output.info:
+            rec["info"] = output.info
+    return rec
+
+
+def summarize(records: Sequence[dict[str, Any]], *, spec: AttackSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """Attack and detection metrics from the per-user records."""
+    if not records:
+        raise ConfigError("no users were scored")
+    labels = np.array([r["label"] for r in records])
+    clean = np.array([r["clean_prob"] for r in records])
+    after = np.array([r["attacked_prob"] for r in records])
+    targeted = [r for r in records if r["targeted"]]
+    detected = [r for r in records if r["label"] == 1 and r["clean_pred"] == 1]
+    queries = [r["queries"] for r in targeted]
+    seconds = sum(r["seconds"] for r in targeted)
+    status = Counter(r["status"] for r in targeted)
+    return {
+        "attack": config["attack"], "mode": config["mode"], "goal": spec.goal,
+        "placement": spec.placement, "detector": config["detector_name"],
+        "n_users": len(records), "n_targeted": len(targeted),
+        "n_eligible": sum(r["eligible"] for r in records),
+        "attack_success_rate": round(sum(r["flipped"] for r in records) / len(records), 6),
+        "evasion_rate": round(sum(r["attacked_pred"] == 0 for r in detected) / len(detected), 6)
+        if detected else None,
+        "goal_success_rate": round(sum(r["success"] for r in records) / max(1, sum(r["eligible"] for r in records)), 6),
+        "before": classification_metrics(labels, clean),
+        "after": classification_metrics(labels, after),
+        "queries_mean": round(statistics.mean(queries), 3) if queries else 0.0,
+        "queries_median": float(statistics.median(queries)) if queries else 0.0,
+        "budget": config["budget"],
+        "budget_exhausted": status.get("budget_exhausted", 0),
+        "failed": status.get("failed", 0),
+        "attack_seconds": round(seconds, 3),
+        "posts_per_second": round(len(targeted) / seconds, 3) if seconds else None,
+    }

@@ -140,7 +140,6 @@ def run_attack(
             changed = sorted(k for k in config if previous.get(k) != config[k])
             raise ConfigError(f"cannot resume {out}: the run was started with different settings "
                               f"({', '.join(changed)})")
-    out.mkdir(parents=True, exist_ok=True)
 
     # Refuse an attack the threat model cannot serve before any work is done.
     if mode == "transfer":
@@ -160,6 +159,7 @@ def run_attack(
             progress=progress)
         # The attacker owns the surrogate: every capability it offers, no budget.
         threat = ThreatModel(surrogate_det, surrogate_det.capabilities)
+    out.mkdir(parents=True, exist_ok=True)
     write_json(run_file, config)
 
     records = read_records(out / RESULTS_FILE)

@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from advseq import __version__
+from advseq.cli import attack as attack_cmds
 from advseq.cli import data as data_cmds
 from advseq.cli import demo as demo_cmds
 from advseq.cli import detect as detect_cmds
@@ -84,6 +85,7 @@ def root(
 app.add_typer(data_cmds.app, name="data", help="Inspect, validate, convert and simulate datasets.")
 demo_cmds.register(app)
 detect_cmds.register(app)
+attack_cmds.register(app)
 misc_cmds.register(app)
 
 

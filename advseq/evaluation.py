@@ -204,7 +204,7 @@ def run_attack(
     if quality:
         from advseq.quality import quality_report
 
-        summary["quality"] = quality_report(records, data, split, seed=seed)
+        summary["quality"] = quality_report(records, data, split, spec, seed=seed)
         summary.update({k: v for k, v in summary["quality"]["attack"].items()})
     write_json(out / SUMMARY_FILE, summary)
     write_json(out / MANIFEST_FILE, build_manifest(

@@ -122,7 +122,7 @@ def run_attack(
         raise ConfigError(f"{data.source or data.name} is not the dataset the detector in "
                           f"{detector_dir} was trained on (checksums differ); attacks run on "
                           "that detector's recorded test split")
-    test = split.test.users[:max_users] if max_users else split.test.users
+    test = subset_users(split.test.users, max_users, seed)
     atk = create_attack(attack, seed=seed, **(attack_params or {}))
 
     config = {"attack": attack, "attack_params": atk.get_params(), "mode": mode,
@@ -211,6 +211,25 @@ def run_attack(
         config, seed=seed, data=data_record(data), surrogate=surrogate_info,
         threat=threat.describe(), attack_paper=atk.paper))
     return summary
+
+
+def subset_users(users: Sequence[User], max_users: int | None, seed: int) -> list[User]:
+    """All users, or a seeded stratified sample of ``max_users`` of them (in split order):
+    test splits list users in dataset order, often one class first."""
+    if not max_users or max_users >= len(users):
+        return list(users)
+    import random
+
+    rng = random.Random(f"subset|{seed}")
+    by_label: dict[int, list[int]] = {}
+    for i, u in enumerate(users):
+        by_label.setdefault(u.label, []).append(i)
+    share = max_users / len(users)
+    keep: list[int] = []
+    for idx in by_label.values():
+        keep.extend(rng.sample(idx, max(1, round(len(idx) * share))))
+    keep = sorted(keep)[:max_users]
+    return [users[i] for i in keep]
 
 
 def _detector_class(surrogate: str | Path | None, name: str) -> type[Detector]:

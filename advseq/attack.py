@@ -24,6 +24,7 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -147,6 +148,9 @@ class Attack(Configurable, ABC):
     paper: ClassVar[str] = ""
 
     seed: int
+    #: a folder the evaluator gives the attack for state worth keeping across a resume
+    #: (e.g. a trained generator); None outside the evaluator
+    workdir: Path | None = None
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:  # noqa: B027
         """Learn anything needed before attacking (e.g. a universal trigger or a

@@ -165,6 +165,7 @@ def run_attack(
     records = read_records(out / RESULTS_FILE)
     done = {r["user_id"] for r in records}
     t_start = time.perf_counter()
+    atk.workdir = out / "attack_state"
     atk.prepare(split.train, threat, spec)
     prepare_seconds = time.perf_counter() - t_start
     clean = deployed.predict_proba(test)

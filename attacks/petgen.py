@@ -1,0 +1,115 @@
+"""``petgen`` and ``malcom``: personalised text generation attacks.
+
+``petgen`` — He, Ahamad, Kumar. "PETGEN: Personalized Text Generation Attack on Deep
+Sequence Embedding-based Classification Models". KDD 2021. A conditional generator
+writes the user's next post in their style, on the target context, aware of their
+earlier posts on it and their recent interests, trained against the detector
+(:mod:`advseq.petgen.model` has the model, the losses and the deviations).
+
+``malcom`` — Le, Wang, Lee. "MALCOM: Generating Malicious Comments to Attack Neural Fake
+News Detection Models". ICDM 2020, as the PETGEN authors re-ran it: the same generator
+trained without the recency term.
+
+Threat models: white-box trains against the deployed detector's gradients and keeps the
+best of ``candidates`` posts by its score; transfer does both on the attacker's
+surrogate; score and label modes train against a surrogate the attacker trains on the
+training users, then rank candidates by the deployed detector's scores (score mode) or
+query labels in the surrogate's order within the budget (label mode).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.errors import ConfigError
+from advseq.schema import Dataset
+from advseq.threat import ThreatModel
+
+
+class PETGENAttack(Attack):
+    """Personalised post generation trained against the detector (PETGEN)."""
+
+    name = "petgen"
+    paper = ("He, Ahamad, Kumar. PETGEN: Personalized Text Generation Attack on Deep Sequence "
+             "Embedding-based Classification Models. KDD 2021")
+    requires = frozenset()   # adapts: gradient -> trains on it; otherwise trains a surrogate
+    default_recency = True
+
+    def __init__(self, *, generator: str | None = None, candidates: int = 16,
+                 temperature: float = 1.0, top_p: float = 0.9, adv_steps: int = 120,
+                 mle_epochs: int = 3, gan: bool = True, attack: bool = True,
+                 recency: bool | None = None, relevancy: bool = True, w_attack: float = 1.0,
+                 w_gan: float = 0.5, w_mle: float = 1.0, surrogate_detector: str = "cnn",
+                 device: str = "cpu", seed: int = 0) -> None:
+        self.generator = generator
+        self.candidates = candidates
+        self.temperature = temperature
+        self.top_p = top_p
+        self.adv_steps = adv_steps
+        self.mle_epochs = mle_epochs
+        self.gan = gan
+        self.attack = attack
+        self.recency = self.default_recency if recency is None else recency
+        self.relevancy = relevancy
+        self.w_attack = w_attack
+        self.w_gan = w_gan
+        self.w_mle = w_mle
+        self.surrogate_detector = surrogate_detector
+        self.device = device
+        self.seed = seed
+        self.workdir: Path | None = None
+
+    def _model_params(self) -> dict[str, Any]:
+        return {"candidates": self.candidates, "temperature": self.temperature, "top_p": self.top_p,
+                "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
+                "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
+                "w_attack": self.w_attack, "w_gan": self.w_gan, "w_mle": self.w_mle,
+                "seed": self.seed, "device": self.device}
+
+    def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
+        from advseq.petgen.model import PETGEN
+
+        self._ranker: ThreatModel | None = None
+        trainer_threat = threat
+        if not threat.has("gradient") and (self.attack or not threat.has("score")):
+            trainer_threat = self._ranker = self._surrogate(train)
+        if self.generator is not None:
+            self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
+                                      temperature=self.temperature, top_p=self.top_p)
+            return
+        state = self.workdir / "generator" if self.workdir is not None else None
+        key = {"params": self._model_params(), "spec": spec.to_dict(), "train": train.checksum()}
+        if state is not None and (state / "attack_key.json").exists() and \
+                json.loads((state / "attack_key.json").read_text()) == key:
+            self.model_ = PETGEN.load(state)
+            return
+        self.model_ = PETGEN(**self._model_params()).fit(train, trainer_threat, spec)
+        if state is not None:
+            self.model_.save(state)
+            (state / "attack_key.json").write_text(json.dumps(key))
+
+    def _surrogate(self, train: Dataset) -> ThreatModel:
+        """The attacker's own detector, trained on the users it may see."""
+        from advseq.detector import create_detector
+
+        det = create_detector(self.surrogate_detector, seed=self.seed + 1000).fit(train.users)
+        return ThreatModel(det, det.capabilities)
+
+    def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
+        if not hasattr(self, "model_"):
+            raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
+        rngs = [self.np_rng(t, "sample") for t in tasks]
+        return self.model_.write(tasks, threat, rngs, ranker=self._ranker)
+
+
+class MALCOMAttack(PETGENAttack):
+    """PETGEN's generator without the recency term (MALCOM, as re-run by the PETGEN authors)."""
+
+    name = "malcom"
+    paper = ("Le, Wang, Lee. MALCOM: Generating Malicious Comments to Attack Neural Fake News "
+             "Detection Models. ICDM 2020 (as re-run in PETGEN: no recency term)")
+    default_recency = False

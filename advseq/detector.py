@@ -57,6 +57,21 @@ class Detector(Configurable, ABC):
     def predict_proba(self, users: Sequence[User]) -> np.ndarray:
         """P(malicious) for each user, shape ``[len(users)]``, batched internally."""
 
+    def fingerprint(self) -> str:
+        """A hash of the configuration and learned state: equal for the same trained model
+        (lets attackers cache what they trained against it)."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps({"detector": self.name, "params": self.get_params()},
+                                      sort_keys=True, default=str).encode())
+        for arr in self._state_arrays():
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    def _state_arrays(self) -> list[np.ndarray]:
+        """Arrays of the learned state, for :meth:`fingerprint` (override per detector)."""
+        return [np.frombuffer(str(id(self)).encode(), dtype=np.uint8)]
+
     def predict(self, users: Sequence[User], threshold: float = 0.5) -> np.ndarray:
         return (self.predict_proba(users) >= threshold).astype(np.int64)
 

@@ -63,6 +63,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _whole_batches(path: Path, records: list[dict[str, Any]], test: Sequence[User],
+                   batches: list[list[int]]) -> list[dict[str, Any]]:
+    """Drop the records of a batch that was only partly written when a run was killed
+    (the batch is attacked again as a whole, so every user sees the same batch)."""
+    done = {r["user_id"] for r in records}
+    partial = {test[i].user_id for idx in batches if not all(test[i].user_id in done for i in idx)
+               for i in idx}
+    keep = [r for r in records if r["user_id"] not in partial]
+    if len(keep) != len(records):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return keep
+
+
 def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -162,7 +177,8 @@ def run_attack(
     out.mkdir(parents=True, exist_ok=True)
     write_json(run_file, config)
 
-    records = read_records(out / RESULTS_FILE)
+    batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
+    records = _whole_batches(out / RESULTS_FILE, read_records(out / RESULTS_FILE), test, batches)
     done = {r["user_id"] for r in records}
     t_start = time.perf_counter()
     atk.workdir = out / "attack_state"
@@ -170,7 +186,6 @@ def run_attack(
     prepare_seconds = time.perf_counter() - t_start
     clean = deployed.predict_proba(test)
     threshold = 0.5
-    batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
     n_success = sum(r["success"] for r in records)
     with progress_bar(f"attack {attack} ({mode})", len(test), enabled=progress) as bar:
         bar.update(completed=len(done), status=f"success {n_success}")

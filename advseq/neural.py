@@ -240,6 +240,10 @@ class TorchDetector(Detector):
                               "of torch (see README) or use --device cpu")
         return torch.device(self.device)
 
+    def _state_arrays(self) -> list[np.ndarray]:
+        self._check_fitted()
+        return [v.detach().cpu().numpy() for v in self.module_.state_dict().values()]
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "module_"):
             raise ConfigError(f"{type(self).__name__} is not trained: call fit() or load()")

@@ -138,6 +138,14 @@ class ThreatModel:
     def max_post_tokens(self) -> int:
         return int(getattr(self._detector, "max_post_tokens", 30))
 
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the detector and the granted capabilities (not the detector itself)."""
+        import hashlib
+
+        blob = f"{self._detector.fingerprint()}|{sorted(self.capabilities)}|{self.threshold}"
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "capabilities": sorted(self.capabilities), "budget": self.budget,
                 "threshold": self.threshold}

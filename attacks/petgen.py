@@ -19,9 +19,11 @@ query labels in the surrogate's order within the budget (label mode).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
@@ -42,7 +44,8 @@ class PETGENAttack(Attack):
     def __init__(self, *, generator: str | None = None, candidates: int = 16,
                  temperature: float = 1.0, top_p: float = 0.9, adv_steps: int = 120,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
-                 recency: bool | None = None, relevancy: bool = True, w_attack: float = 1.0,
+                 recency: bool | None = None, relevancy: bool = True, select: bool = True,
+                 rounds: int = 4, w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 1.0, surrogate_detector: str = "cnn",
                  device: str = "cpu", seed: int = 0) -> None:
         self.generator = generator
@@ -55,18 +58,20 @@ class PETGENAttack(Attack):
         self.attack = attack
         self.recency = self.default_recency if recency is None else recency
         self.relevancy = relevancy
+        self.select = select
+        self.rounds = rounds
         self.w_attack = w_attack
         self.w_gan = w_gan
         self.w_mle = w_mle
         self.surrogate_detector = surrogate_detector
         self.device = device
         self.seed = seed
-        self.workdir: Path | None = None
 
     def _model_params(self) -> dict[str, Any]:
         return {"candidates": self.candidates, "temperature": self.temperature, "top_p": self.top_p,
                 "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
+                "select": self.select, "rounds": self.rounds,
                 "w_attack": self.w_attack, "w_gan": self.w_gan, "w_mle": self.w_mle,
                 "seed": self.seed, "device": self.device}
 
@@ -75,28 +80,43 @@ class PETGENAttack(Attack):
 
         self._ranker: ThreatModel | None = None
         trainer_threat = threat
-        if not threat.has("gradient") and (self.attack or not threat.has("score")):
+        if not threat.has("gradient") and (self.attack or self.select):
             trainer_threat = self._ranker = self._surrogate(train)
         if self.generator is not None:
             self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
                                       temperature=self.temperature, top_p=self.top_p)
             return
-        state = self.workdir / "generator" if self.workdir is not None else None
-        key = {"params": self._model_params(), "spec": spec.to_dict(), "train": train.checksum()}
-        if state is not None and (state / "attack_key.json").exists() and \
-                json.loads((state / "attack_key.json").read_text()) == key:
+        # Generators are cached by everything they depend on, so a resumed run, another
+        # deployed detector attacked through the same surrogate, or a later run reuse them.
+        from advseq.runtime import advseq_home
+
+        key = {"params": self._model_params(), "spec": spec.to_dict(), "train": train.checksum(),
+               "threat": trainer_threat.fingerprint}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        state = advseq_home() / "cache" / "petgen" / digest
+        if (state / "config.json").exists():
             self.model_ = PETGEN.load(state)
             return
         self.model_ = PETGEN(**self._model_params()).fit(train, trainer_threat, spec)
-        if state is not None:
-            self.model_.save(state)
-            (state / "attack_key.json").write_text(json.dumps(key))
+        tmp = state.with_name(f".{state.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model_.save(tmp)
+        (tmp / "attack_key.json").write_text(json.dumps(key))
+        shutil.rmtree(state, ignore_errors=True)
+        os.replace(tmp, state)
 
     def _surrogate(self, train: Dataset) -> ThreatModel:
-        """The attacker's own detector, trained on the users it may see."""
-        from advseq.detector import create_detector
+        """The attacker's own detector, trained on the users it may see (cached)."""
+        from advseq.detector import create_detector, load_detector
+        from advseq.runtime import advseq_home
 
-        det = create_detector(self.surrogate_detector, seed=self.seed + 1000).fit(train.users)
+        path = advseq_home() / "cache" / "surrogates" / \
+            f"{train.checksum()[:16]}-{self.surrogate_detector}-{self.seed + 1000}"
+        if (path / "config.json").exists():
+            det = load_detector(path)
+        else:
+            det = create_detector(self.surrogate_detector, seed=self.seed + 1000).fit(train.users)
+            det.save(path)
         return ThreatModel(det, det.capabilities)
 
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:

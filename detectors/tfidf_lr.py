@@ -79,6 +79,11 @@ class TfidfLogisticDetector(Detector):
                           "train_users_per_second": round(len(train) / seconds, 2)}
         return self
 
+    def _state_arrays(self) -> list[np.ndarray]:
+        terms = json.dumps(sorted(self.vectorizer_.vocabulary_.items())).encode()
+        return [np.frombuffer(terms, dtype=np.uint8), self.vectorizer_.idf_, self.coef_,
+                np.array([self.intercept_])]
+
     def decision_function(self, users: Sequence[User]) -> np.ndarray:
         if not hasattr(self, "coef_"):
             raise ConfigError("tfidf-lr is not trained: call fit() or load()")

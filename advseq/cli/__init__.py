@@ -22,6 +22,8 @@ from advseq.cli import data as data_cmds
 from advseq.cli import demo as demo_cmds
 from advseq.cli import detect as detect_cmds
 from advseq.cli import misc as misc_cmds
+from advseq.cli import report as report_cmds
+from advseq.cli import run as run_cmds
 from advseq.cli._common import err_console
 from advseq.errors import AdvseqError
 
@@ -86,6 +88,8 @@ app.add_typer(data_cmds.app, name="data", help="Inspect, validate, convert and s
 demo_cmds.register(app)
 detect_cmds.register(app)
 attack_cmds.register(app)
+run_cmds.register(app)
+report_cmds.register(app)
 misc_cmds.register(app)
 
 

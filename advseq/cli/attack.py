@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,19 +13,19 @@ from advseq.cli._common import DataArg, LenientOpt, console, load
 from advseq.cli.detect import parse_params
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     white_box = "white-box"
     score = "score"
     label = "label"
     transfer = "transfer"
 
 
-class Goal(str, Enum):
+class Goal(StrEnum):
     evasion = "evasion"
     flip = "flip"
 
 
-class Placement(str, Enum):
+class Placement(StrEnum):
     append = "append"
     replace_last = "replace-last"
 

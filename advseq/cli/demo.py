@@ -17,9 +17,12 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed for the split, training and attacks.")] = 0,
         progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")] = None,
     ) -> None:
-        """Run the robustness pipeline on the bundled demo data and say where the results are."""
+        """The full robustness run on the bundled demo data: detectors, PETGEN and the baselines (white-box, transfer, black-box), a retraining loop, and the report.
+
+        Runs configs/demo.toml into OUT (finished work is reused, so a killed demo
+        continues when started again) and prints where the report is."""
         from advseq.demo import run_demo
 
         summary = run_demo(out, seed=seed, progress=progress, console=console)
-        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {out}/",
-                      highlight=False)
+        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {out}/", highlight=False)
+        console.print(f"report: [bold]{summary['report']}[/]", highlight=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def parse_timestamp(value: Any, problems: Problems, *, field: str, **loc: Any) -
                 f"must be a number of seconds or an ISO-8601 date-time, got {value!r}",
                 field=field, **loc) from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     raise problems.error(f"must be a number or ISO-8601 string, got {type(value).__name__}",
                          field=field, **loc)

@@ -110,6 +110,8 @@ class PETGEN(Configurable):
                  gan: bool = True, attack: bool = True, recency: bool = True, relevancy: bool = True,
                  w_gan: float = 0.5, w_attack: float = 1.0, w_recency: float = 1.0,
                  w_relevancy: float = 1.0, w_mle: float = 1.0, recent_k: int = 3,
+                 select: bool = True, rounds: int = 5, select_k: int = 16, select_epochs: int = 3,
+                 select_real_share: float = 0.25,
                  candidates: int = 16, temperature: float = 1.0, top_p: float = 0.9,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
@@ -132,6 +134,11 @@ class PETGEN(Configurable):
         self.w_relevancy = w_relevancy
         self.w_mle = w_mle
         self.recent_k = recent_k
+        self.select = select
+        self.rounds = rounds
+        self.select_k = select_k
+        self.select_epochs = select_epochs
+        self.select_real_share = select_real_share
         self.candidates = candidates
         self.temperature = temperature
         self.top_p = top_p
@@ -207,8 +214,9 @@ class PETGEN(Configurable):
     # ---- training ------------------------------------------------------------------------
     def fit(self, train: Dataset, threat: ThreatModel, spec: AttackSpec | None = None, *,
             progress: bool | None = None) -> PETGEN:
-        """Pre-train (cached), then fine-tune adversarially against ``threat``'s detector
-        (it must grant ``gradient`` when the attack term is on)."""
+        """Pre-train (cached), then fine-tune against ``threat``'s detector in ``rounds``
+        rounds, each a share of the adversarial gradient steps followed (``select``) by a
+        selection step. The gradient terms need ``gradient``; selection needs ``score``."""
         from advseq.progress import progress_bar
 
         spec = spec or AttackSpec()
@@ -216,77 +224,38 @@ class PETGEN(Configurable):
         self._pretrain(train, progress)
         if self.attack:
             threat.require({"gradient"}, "PETGEN's attack loss")
-        steps = self.adv_steps if (self.gan or self.attack or self.recency or self.relevancy) else 0
+        if self.select:
+            threat.require({"score"}, "PETGEN's candidate selection")
+        any_term = self.gan or self.attack or self.recency or self.relevancy
+        steps = self.adv_steps if any_term else 0
+        rounds = max(1, self.rounds)
         tasks = [spec.task(u) for u in train if spec.targets(u)]
-        if steps and not tasks:
+        if (steps or self.select) and not tasks:
             raise ConfigError("PETGEN: no targeted users in the training split")
-        device = self.lm_.torch_device
-        gen = self.generator_
         torch.manual_seed(self.seed)
-        torch_gen = torch.Generator().manual_seed(self.seed)
-        rng = random.Random(self.seed)
-        w_rep = gen.wte.detach().clone()           # frozen post representation for the MMD terms
-        disc = SoftTokenCNN(len(self.lm_.vocab_)).to(device)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=self.d_lr)
-        index = None
-        det_v = 0
-        if self.attack:
-            det_vocab = threat.vocab
-            index, det_v = vocab_map(self.lm_.vocab_, det_vocab), len(det_vocab)
-        examples = [task_example(t) for t in tasks]
-        enc = self._encoder()
+        state = _AdversarialState(self, threat, tasks, spec)
         history: list[dict[str, float]] = []
-        T = min(spec.max_tokens, self.lm_.max_post_tokens)
-        with progress_bar("petgen: adversarial training", steps, enabled=progress) as bar:
-            for step in range(1, steps + 1):
-                idx = [rng.randrange(len(examples)) for _ in range(min(self.batch_size, len(examples)))]
-                b = enc([examples[i] for i in idx]).to(device)
-                gen.train()
-                y, _, lengths = gen.gumbel(b, T, self.tau, torch_gen)
-                real_len = (b.target_len - 1).clamp(min=1)
-                real = torch.nn.functional.one_hot(b.target_ids[:, :T], y.shape[-1]).float()
-                real = real * (torch.arange(T, device=device)[None] < real_len[:, None]).unsqueeze(-1)
-                log: dict[str, float] = {"step": step}
-                if self.gan:
-                    d_loss = relativistic_d_loss(disc(real, real_len), disc(y.detach(), lengths))
-                    opt_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    opt_d.step()
-                    log["d"] = float(d_loss)
-                terms: dict[str, torch.Tensor] = {}
-                if self.gan:
-                    terms["gan"] = self.w_gan * relativistic_g_loss(disc(real, real_len), disc(y, lengths))
-                if self.attack:
-                    soft = map_distribution(y, index, det_v)
-                    logits = threat.soft_logits([tasks[i].history for i in idx], soft, lengths)
-                    terms["attack"] = self.w_attack * torch.nn.functional.binary_cross_entropy_with_logits(
-                        logits, b.labels.to(logits.device))
-                    log["p_malicious"] = float(torch.sigmoid(logits).mean())
-                if self.recency or self.relevancy:
-                    rep = (y @ w_rep).sum(1) / lengths.unsqueeze(-1).to(y.dtype)
-                if self.recency:
-                    refs = mean_embedding(b.recent_ids, b.recent_len, w_rep)
-                    terms["recency"] = self.w_recency * gaussian_mmd(rep, refs, b.recent_len > 0).mean()
-                if self.relevancy:
-                    refs = mean_embedding(b.same_ids, b.same_len, w_rep)
-                    has = b.same_len > 0
-                    if bool(has.any()):
-                        terms["relevancy"] = self.w_relevancy * gaussian_mmd(rep, refs, has).mean()
-                if self.w_mle:
-                    terms["mle"] = self.w_mle * gen.mle_loss(b)
-                loss = sum(terms.values())
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
-                opt_g.step()
-                log.update({k: round(float(v), 4) for k, v in terms.items()})
-                if step % 10 == 0 or step == steps:
-                    history.append(log)
-                    bar.update(status=" ".join(f"{k}={v:.3f}" for k, v in log.items() if k != "step"))
-                bar.advance()
-        gen.eval()
-        self.fit_info_.update(adversarial={"steps": steps, "users": len(tasks), "history": history},
+        selections: list[dict[str, float]] = []
+        total = steps + (rounds if self.select else 0)
+        with progress_bar("petgen: adversarial training", total, enabled=progress) as bar:
+            done = 0
+            for r in range(rounds):
+                n = steps // rounds + (1 if r < steps % rounds else 0)
+                for _ in range(n):
+                    done += 1
+                    log = state.step(done)
+                    if done % 10 == 0 or done == steps:
+                        history.append(log)
+                        bar.update(status=" ".join(f"{k}={v:.3f}" for k, v in log.items() if k != "step"))
+                    bar.advance()
+                if self.select:
+                    sel = state.select_round(r)
+                    selections.append(sel)
+                    bar.update(status=f"selection: mean P(goal) {sel['best_goal_prob']:.3f}")
+                    bar.advance()
+        self.generator_.eval()
+        self.fit_info_.update(adversarial={"steps": steps, "users": len(tasks), "history": history,
+                                           "selection": selections},
                               train_seconds=round(time.perf_counter() - t_start, 2))
         return self
 
@@ -381,3 +350,112 @@ class PETGEN(Configurable):
         model.fit_info_ = config.get("fit_info", {})
         model._load_parts(path)
         return model
+
+
+class _AdversarialState:
+    """Optimisers, critic and data of one adversarial fine-tuning run."""
+
+    def __init__(self, model: PETGEN, threat: ThreatModel, tasks: Sequence[AttackTask],
+                 spec: AttackSpec) -> None:
+        self.m = model
+        self.threat = threat
+        self.tasks = list(tasks)
+        self.examples = [task_example(t) for t in tasks]
+        self.enc = model._encoder()
+        self.device = model.lm_.torch_device
+        gen = model.generator_
+        self.torch_gen = torch.Generator().manual_seed(model.seed)
+        self.rng = random.Random(model.seed)
+        self.np_rng = np.random.default_rng(model.seed)
+        self.w_rep = gen.wte.detach().clone()   # frozen post representation for the MMD terms
+        self.disc = SoftTokenCNN(len(model.lm_.vocab_)).to(self.device)
+        self.opt_g = torch.optim.Adam(gen.parameters(), lr=model.lr)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=model.d_lr)
+        self.index, self.det_v = None, 0
+        if model.attack:
+            det_vocab = threat.vocab
+            self.index, self.det_v = vocab_map(model.lm_.vocab_, det_vocab), len(det_vocab)
+        self.T = min(spec.max_tokens, model.lm_.max_post_tokens)
+
+    def step(self, step: int) -> dict[str, float]:
+        """One generator step on the summed PETGEN terms (and one critic step)."""
+        m, gen, device, T = self.m, self.m.generator_, self.device, self.T
+        idx = [self.rng.randrange(len(self.examples)) for _ in range(min(m.batch_size, len(self.examples)))]
+        b = self.enc([self.examples[i] for i in idx]).to(device)
+        gen.train()
+        y, _, lengths = gen.gumbel(b, T, m.tau, self.torch_gen)
+        real_len = (b.target_len - 1).clamp(min=1)
+        real = torch.nn.functional.one_hot(b.target_ids[:, :T], y.shape[-1]).float()
+        real = real * (torch.arange(T, device=device)[None] < real_len[:, None]).unsqueeze(-1)
+        log: dict[str, float] = {"step": step}
+        if m.gan:
+            d_loss = relativistic_d_loss(self.disc(real, real_len), self.disc(y.detach(), lengths))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            log["d"] = float(d_loss.detach())
+        terms: dict[str, torch.Tensor] = {}
+        if m.gan:
+            terms["gan"] = m.w_gan * relativistic_g_loss(self.disc(real, real_len), self.disc(y, lengths))
+        if m.attack:
+            soft = map_distribution(y, self.index, self.det_v)
+            logits = self.threat.soft_logits([self.tasks[i].history for i in idx], soft, lengths)
+            terms["attack"] = m.w_attack * torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, b.labels.to(logits.device))
+            log["p_malicious"] = float(torch.sigmoid(logits).mean().detach())
+        if m.recency or m.relevancy:
+            rep = (y @ self.w_rep).sum(1) / lengths.unsqueeze(-1).to(y.dtype)
+        if m.recency:
+            refs = mean_embedding(b.recent_ids, b.recent_len, self.w_rep)
+            terms["recency"] = m.w_recency * gaussian_mmd(rep, refs, b.recent_len > 0).mean()
+        if m.relevancy:
+            has = b.same_len > 0
+            if bool(has.any()):
+                refs = mean_embedding(b.same_ids, b.same_len, self.w_rep)
+                terms["relevancy"] = m.w_relevancy * gaussian_mmd(rep, refs, has).mean()
+        if m.w_mle:
+            terms["mle"] = m.w_mle * gen.mle_loss(b)
+        loss = sum(terms.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+        self.opt_g.step()
+        log.update({k: round(float(v.detach()), 4) for k, v in terms.items()})
+        return log
+
+    def select_round(self, r: int) -> dict[str, float]:
+        """Selection: sample ``select_k`` posts per targeted training user, keep the one the
+        detector finds closest to the goal, and fine-tune on those (with the real last
+        posts, so the text stays fluent) — best-of-k distillation."""
+        m = self.m
+        k, T = m.select_k, m.lm_.max_post_tokens
+        uniforms = torch.from_numpy(self.np_rng.random((len(self.tasks) * k, T)))
+        chosen, goal_probs = [], []
+        for s in range(0, len(self.tasks), 64):
+            part = self.tasks[s:s + 64]
+            cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k)
+            for task, posts in zip(part, cands, strict=True):
+                p = self.threat.score([task.with_post(c) for c in posts])
+                dist = np.abs(p - task.target)
+                best = int(np.argmin(dist))
+                chosen.append(posts[best])
+                goal_probs.append(1.0 - float(dist[best]))
+        examples = [CondExample(e.history, e.context, post, e.label, e.relevancy)
+                    for e, post in zip(self.examples, chosen, strict=True)]
+        # A share of real last posts keeps the language real.
+        n_real = int(round(m.select_real_share * len(self.examples)))
+        examples += [self.examples[i] for i in self.np_rng.permutation(len(self.examples))[:n_real]]
+        gen = m.generator_
+        gen.train()
+        for _ in range(m.select_epochs):
+            order = self.np_rng.permutation(len(examples))
+            for s in range(0, len(order), m.batch_size):
+                b = self.enc([examples[i] for i in order[s:s + m.batch_size]]).to(self.device)
+                loss = gen.mle_loss(b)
+                self.opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+                self.opt_g.step()
+        gen.eval()
+        return {"round": r + 1, "best_goal_prob": round(float(np.mean(goal_probs)), 4),
+                "reached": round(float(np.mean([g >= 0.5 for g in goal_probs])), 4)}

@@ -1,0 +1,146 @@
+"""``advseq run``, ``advseq retrain`` and ``advseq petgen train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from advseq.cli._common import DataArg, LenientOpt, console, load
+from advseq.cli.attack import Goal, Mode, Placement
+from advseq.cli.detect import parse_params
+
+petgen_app = typer.Typer(no_args_is_help=True, help="Train PETGEN generators outside an attack run.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        config: Annotated[Path, typer.Argument(help="Run config (TOML); see configs/.", show_default=False)],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
+        report: Annotated[bool, typer.Option(help="Write the report into OUT/report when done.")] = True,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show the progress display.")] = None,
+    ) -> None:
+        """Run a whole matrix (datasets × detectors × attacks × modes, plus retraining loops) from a config.
+
+        Finished units are reused (content-addressed by config, data checksum and seed),
+        so a killed run continues where it stopped when started again."""
+        from advseq.pipeline import load_config, run_matrix
+
+        cfg = load_config(config, out=out)
+        index = run_matrix(cfg, progress=progress, console=console)
+        _print_index(index)
+        if report:
+            from advseq.report import build_report
+
+            path = build_report([cfg.out], cfg.out / "report")
+            console.print(f"report: {path}", highlight=False)
+
+    @app.command()
+    def retrain(
+        data: Annotated[Path, DataArg],
+        detector: Annotated[str, typer.Option("--detector", "-d", help="Detector to harden (name, see `advseq list detectors`).")],
+        attack: Annotated[str, typer.Option("--attack", "-a", help="Attack used to augment and to evaluate (see `advseq list attacks`).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (rounds.json, one folder per round).")],
+        rounds: Annotated[int, typer.Option(help="Retraining rounds after round 0.")] = 3,
+        mode: Annotated[Mode, typer.Option(help="Threat model of the attacker.")] = Mode.white_box,
+        seed: Annotated[int, typer.Option(help="Seed for training and attacks.")] = 0,
+        detector_param: Annotated[list[str] | None, typer.Option("--detector-param", help="Detector hyper-parameter key=value (repeatable).")] = None,
+        param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter key=value (repeatable).")] = None,
+        goal: Annotated[Goal, typer.Option(help="Attack goal.")] = Goal.evasion,
+        placement: Annotated[Placement, typer.Option(help="Where the attacker's post goes.")] = Placement.append,
+        max_users: Annotated[int | None, typer.Option(help="Evaluate on a stratified sample of N test users.")] = None,
+        quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress.")] = None,
+        lenient: Annotated[bool, LenientOpt] = False,
+    ) -> None:
+        """Adversarial retraining: attack, augment the training users with the attacks' posts, retrain, repeat.
+
+        Each round retrains the attacker against the current detector (adaptive) and
+        reports clean F1/AUC and the evasion rate on the untouched test users."""
+        from advseq.attack import AttackSpec
+        from advseq.retrain import retrain_loop
+
+        ds = load(data, lenient=lenient)
+        res = retrain_loop(ds, detector, attack, out, rounds=rounds, mode=mode.value, seed=seed,
+                           detector_params=parse_params(detector_param), attack_params=parse_params(param),
+                           spec=AttackSpec(goal=goal.value, placement=placement.value),
+                           max_users=max_users, quality=quality, progress=progress)
+        table = Table(title=f"retraining {detector} against {attack} ({mode.value})", title_justify="left")
+        for col in ("round", "train users", "F1", "ROC-AUC", "evasion rate", "F1 under attack"):
+            table.add_column(col, justify="right")
+        for r in res["rounds"]:
+            table.add_row(str(r["round"]), str(r["n_train"]), f"{r['f1']:.3f}", f"{r['roc_auc']:.3f}",
+                          "-" if r["evasion_rate"] is None else f"{r['evasion_rate']:.3f}",
+                          f"{r['f1_after_attack']:.3f}")
+        console.print(table)
+        console.print(f"results in {out}/rounds.json", highlight=False)
+
+    @petgen_app.command("train")
+    def petgen_train(
+        data: Annotated[Path, DataArg],
+        detector: Annotated[Path, typer.Option("--detector", "-d", help="Deployed detector folder (its recorded split is used).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Generator folder to write.")],
+        mode: Annotated[str, typer.Option(help="white-box (train on the deployed detector) or transfer (on a surrogate).")] = "white-box",
+        surrogate: Annotated[Path | None, typer.Option(help="transfer: surrogate model folder (default: train a cnn on the training split).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        no_gan: Annotated[bool, typer.Option("--no-gan", help="Ablation: drop the realism/style GAN term.")] = False,
+        no_attack: Annotated[bool, typer.Option("--no-attack", help="Ablation: drop the detector attack term.")] = False,
+        no_recency: Annotated[bool, typer.Option("--no-recency", help="Ablation: drop the recency MMD term (= MALCOM).")] = False,
+        no_relevancy: Annotated[bool, typer.Option("--no-relevancy", help="Ablation: drop the relevancy MMD term.")] = False,
+        no_select: Annotated[bool, typer.Option("--no-select", help="Ablation: drop best-of-k selection fine-tuning.")] = False,
+        param: Annotated[list[str] | None, typer.Option("--param", "-p", help="PETGEN hyper-parameter key=value (see advseq.petgen.model.PETGEN).")] = None,
+        goal: Annotated[Goal, typer.Option(help="Attack goal.")] = Goal.evasion,
+        placement: Annotated[Placement, typer.Option(help="Where the post goes.")] = Placement.append,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress and losses.")] = None,
+        lenient: Annotated[bool, LenientOpt] = False,
+    ) -> None:
+        """Train a PETGEN generator (MLE pre-training, then adversarial fine-tuning) and save it.
+
+        Use it in attacks with `advseq attack ... -a petgen -p generator=OUT`."""
+        from advseq.attack import AttackSpec
+        from advseq.detector import load_detector
+        from advseq.errors import ConfigError
+        from advseq.evaluation import prepare_surrogate
+        from advseq.manifest import build_manifest, write_json
+        from advseq.petgen.model import PETGEN
+        from advseq.threat import ThreatModel
+        from advseq.training import data_record, recorded_split
+
+        ds = load(data, lenient=lenient)
+        split = recorded_split(detector, ds)
+        if split is None:
+            raise ConfigError(f"{data} is not the dataset {detector} was trained on")
+        if mode == "white-box":
+            threat = ThreatModel(load_detector(detector), "white-box")
+        elif mode == "transfer":
+            sur, _ = prepare_surrogate(split.train, surrogate=surrogate, detector="cnn", seed=seed,
+                                       out=out, progress=progress)
+            threat = ThreatModel(sur, sur.capabilities)
+        else:
+            raise ConfigError("--mode must be white-box or transfer")
+        params = parse_params(param)
+        params.update(gan=not no_gan, attack=not no_attack, recency=not no_recency,
+                      relevancy=not no_relevancy, select=not no_select, seed=seed)
+        spec = AttackSpec(goal=goal.value, placement=placement.value)
+        model = PETGEN(**params).fit(split.train, threat, spec, progress=progress)
+        model.save(out)
+        write_json(out / "manifest.json", build_manifest(
+            {"mode": mode, "params": model.get_params(), "spec": spec.to_dict(),
+             "detector": str(detector), "surrogate": str(surrogate) if surrogate else None},
+            seed=seed, data=data_record(ds), fit_info=model.fit_info_))
+        console.print(f"trained in {model.fit_info_.get('train_seconds')}s; generator in {out}", highlight=False)
+
+    app.add_typer(petgen_app, name="petgen")
+
+
+def _print_index(index: dict) -> None:
+    table = Table(title="units", title_justify="left")
+    for col in ("unit", "status", "seconds"):
+        table.add_column(col)
+    for u in index["units"]:
+        table.add_row(u["label"], u["status"] + (f" ({u['reason']})" if u.get("reason") else ""),
+                      str(u.get("seconds", "")))
+    console.print(table)

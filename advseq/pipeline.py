@@ -1,0 +1,349 @@
+"""Robustness runs: a whole matrix of datasets × detectors × attacks × threat modes from
+one TOML config (``advseq run CONFIG.toml``), plus retraining loops.
+
+Every unit of work (a trained detector, an attack run, a retraining loop) is
+content-addressed — its folder name ends in a hash of its config, the data checksum
+and the seed — so finished units are reused by later runs and a killed run picks up
+where it stopped (an interrupted attack resumes from its records). ``index.json`` lists
+every unit with its status; ``advseq report`` reads it.
+
+Config (TOML)::
+
+    [run]
+    name = "wiki"                 # run folder: runs/<name> unless out = "..."
+    seed = 0
+    quality = true                # text-quality metrics for every attack
+    max_users = 0                 # 0 = every test user
+
+    [[datasets]]
+    name = "wiki"
+    shared = "wiki"               # ../shared/data/wiki (or $ADVSEQ_DATA/wiki); or demo = true; or path = "..."
+
+    [[detectors]]
+    name = "hlstm"                # label; detector = "hlstm" when omitted
+    params = {}
+
+    [surrogate]                   # what the attacker trains for transfer attacks
+    detector = "cnn"
+
+    [[attacks]]
+    name = "hotflip"
+    modes = ["white-box", "transfer"]
+    params = {}
+
+    [[retrain]]
+    detector = "hlstm"            # a label from [[detectors]]
+    attack = "petgen"
+    rounds = 3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advseq.errors import CapabilityError, ConfigError
+from advseq.manifest import build_manifest, write_json
+from advseq.schema import Dataset
+
+INDEX_FILE = "index.json"
+MODES = ("white-box", "score", "label", "transfer")
+
+
+@dataclass
+class DatasetCfg:
+    name: str
+    path: Path
+
+
+@dataclass
+class DetectorCfg:
+    name: str
+    detector: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackCfg:
+    name: str
+    attack: str
+    modes: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    budget: int | None = None
+
+
+@dataclass
+class RetrainCfg:
+    detector: str
+    attack: str
+    rounds: int = 3
+    mode: str = "white-box"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    name: str
+    out: Path
+    seed: int = 0
+    test_size: float = 0.2
+    split_seed: int = 0
+    quality: bool = True
+    max_users: int | None = None
+    goal: str = "evasion"
+    placement: str = "append"
+    datasets: list[DatasetCfg] = field(default_factory=list)
+    detectors: list[DetectorCfg] = field(default_factory=list)
+    surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", "cnn"))
+    attacks: list[AttackCfg] = field(default_factory=list)
+    retrain: list[RetrainCfg] = field(default_factory=list)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def conv(x: Any) -> Any:
+            if isinstance(x, Path):
+                return str(x)
+            if isinstance(x, list):
+                return [conv(i) for i in x]
+            if hasattr(x, "__dataclass_fields__"):
+                return {k: conv(getattr(x, k)) for k in x.__dataclass_fields__}
+            return x
+        return conv(self)
+
+
+def _need(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing key '{key}'")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: '{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path, *, out: str | Path | None = None) -> RunConfig:
+    """Read and validate a run config; errors name the file and the key."""
+    from advseq.paths import REPO_DIR, demo_data, shared_data_dir
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+    run = raw.get("run", {})
+    name = str(run.get("name") or path.stem)
+    cfg = RunConfig(
+        name=name,
+        out=Path(out) if out else (REPO_DIR / "runs" / name if not run.get("out") else
+                                   (path.parent / run["out"]).resolve()),
+        seed=int(run.get("seed", 0)), test_size=float(run.get("test_size", 0.2)),
+        split_seed=int(run.get("split_seed", 0)), quality=bool(run.get("quality", True)),
+        max_users=int(run["max_users"]) if run.get("max_users") else None,
+        goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
+        source=str(path),
+    )
+    for i, d in enumerate(raw.get("datasets", [])):
+        where = f"{path}: [[datasets]] #{i + 1}"
+        dname = _need(d, "name", where, str)
+        if d.get("demo"):
+            dpath = demo_data()
+        elif "shared" in d:
+            root = shared_data_dir()
+            if root is None:
+                raise ConfigError(f"{where}: shared dataset {d['shared']!r} needs ../shared/data or $ADVSEQ_DATA")
+            dpath = root / str(d["shared"]) / "users.jsonl"
+        else:
+            dpath = (path.parent / _need(d, "path", where, str)).resolve()
+        cfg.datasets.append(DatasetCfg(dname, dpath))
+    for i, d in enumerate(raw.get("detectors", [])):
+        where = f"{path}: [[detectors]] #{i + 1}"
+        label = _need(d, "name", where, str)
+        cfg.detectors.append(DetectorCfg(label, str(d.get("detector", label)), dict(d.get("params", {}))))
+    if "surrogate" in raw:
+        s = raw["surrogate"]
+        cfg.surrogate = DetectorCfg("surrogate", str(s.get("detector", "cnn")), dict(s.get("params", {})))
+    for i, a in enumerate(raw.get("attacks", [])):
+        where = f"{path}: [[attacks]] #{i + 1}"
+        label = _need(a, "name", where, str)
+        modes = list(a.get("modes", ["white-box"]))
+        bad = [m for m in modes if m not in MODES]
+        if bad:
+            raise ConfigError(f"{where}: unknown mode(s) {bad}; use {', '.join(MODES)}")
+        cfg.attacks.append(AttackCfg(label, str(a.get("attack", label)), modes, dict(a.get("params", {})),
+                                     a.get("budget")))
+    labels = {d.name for d in cfg.detectors}
+    attacks = {a.name for a in cfg.attacks}
+    for i, r in enumerate(raw.get("retrain", [])):
+        where = f"{path}: [[retrain]] #{i + 1}"
+        det = _need(r, "detector", where, str)
+        if det not in labels:
+            raise ConfigError(f"{where}: detector {det!r} is not one of the [[detectors]] ({', '.join(sorted(labels))})")
+        atk = _need(r, "attack", where, str)
+        params = dict(r.get("params", {}))
+        if atk in attacks and not params:
+            params = next(a.params for a in cfg.attacks if a.name == atk)
+        cfg.retrain.append(RetrainCfg(det, next((a.attack for a in cfg.attacks if a.name == atk), atk),
+                                      int(r.get("rounds", 3)), str(r.get("mode", "white-box")), params))
+    if not cfg.datasets or not cfg.detectors:
+        raise ConfigError(f"{path}: needs at least one [[datasets]] and one [[detectors]]")
+    from advseq import registry
+
+    for d in [*cfg.detectors, cfg.surrogate]:
+        registry.detectors.get(d.detector)       # unknown names fail now, not mid-run
+    for a in cfg.attacks:
+        registry.attacks.get(a.attack)
+    return cfg
+
+
+def unit_key(kind: str, config: dict[str, Any], checksum: str, seed: int) -> str:
+    blob = json.dumps({"kind": kind, "config": config, "data": checksum, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Unit:
+    kind: str                    # "detector" | "attack" | "retrain"
+    label: str
+    path: Path
+    run: Callable[[], dict[str, Any]]
+    done: Callable[[], bool]
+    info: dict[str, Any] = field(default_factory=dict)
+    skip_reason: str | None = None
+
+
+def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
+    """Every unit of the matrix, in dependency order."""
+    from advseq import registry
+    from advseq.attack import AttackSpec, create_attack
+    from advseq.evaluation import run_attack
+    from advseq.retrain import ROUNDS_FILE, retrain_loop
+    from advseq.training import METRICS_FILE, train_detector
+
+    units: list[Unit] = []
+    spec = AttackSpec(goal=cfg.goal, placement=cfg.placement)
+    for ds_cfg in cfg.datasets:
+        ds = data[ds_cfg.name]
+        checksum = ds.checksum()
+        model_dirs: dict[str, Path] = {}
+        needs_surrogate = any("transfer" in a.modes for a in cfg.attacks)
+        for det in [*cfg.detectors, *([cfg.surrogate] if needs_surrogate else [])]:
+            seed = cfg.seed + (1000 if det is cfg.surrogate else 0)
+            conf = {"detector": det.detector, "params": det.params, "test_size": cfg.test_size,
+                    "split_seed": cfg.split_seed}
+            path = cfg.out / "models" / ds_cfg.name / f"{det.name}-{unit_key('detector', conf, checksum, seed)}"
+            model_dirs[det.name] = path
+
+            def train(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path, seed: int = seed) -> dict[str, Any]:
+                return train_detector(ds, det.detector, path, seed=seed, params=det.params,
+                                      test_size=cfg.test_size, split_seed=cfg.split_seed, progress=False)
+
+            units.append(Unit("detector", f"{ds_cfg.name}: train {det.name}", path, train,
+                              lambda p=path: (p / METRICS_FILE).exists(),
+                              {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate}))
+        for det in cfg.detectors:
+            caps = registry.detectors.get(det.detector).capabilities
+            for atk in cfg.attacks:
+                needs = create_attack(atk.attack, seed=cfg.seed, **atk.params).requires
+                for mode in atk.modes:
+                    conf = {"attack": atk.attack, "params": atk.params, "mode": mode, "budget": atk.budget,
+                            "spec": spec.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
+                            "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
+                    key = unit_key("attack", conf, checksum, cfg.seed)
+                    path = cfg.out / "attacks" / ds_cfg.name / det.name / f"{atk.name}-{mode}-{key}"
+                    skip = None
+                    if mode == "white-box" and "gradient" not in caps:
+                        skip = f"{det.name} offers no gradients (white-box needs them); see its transfer/score rows"
+                    elif mode in ("score", "label") and needs - {"label", "score"} - ({"score"} if mode == "score" else set()):
+                        skip = f"{atk.name} needs {', '.join(sorted(needs))}, which {mode} mode withholds"
+                    elif mode == "label" and "score" in needs:
+                        skip = f"{atk.name} needs scores, which label mode withholds"
+
+                    def attack(ds: Dataset = ds, det: DetectorCfg = det, atk: AttackCfg = atk, mode: str = mode,
+                               path: Path = path, dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
+                        return run_attack(ds, dirs[det.name], atk.attack, out=path, mode=mode, spec=spec,
+                                          attack_params=atk.params, budget=atk.budget, seed=cfg.seed,
+                                          resume=True, max_users=cfg.max_users, quality=cfg.quality,
+                                          surrogate=dirs.get(cfg.surrogate.name) if mode == "transfer" else None,
+                                          progress=False)
+
+                    units.append(Unit("attack", f"{ds_cfg.name}: {atk.name} ({mode}) vs {det.name}", path, attack,
+                                      lambda p=path: (p / "summary.json").exists(),
+                                      {"dataset": ds_cfg.name, "detector": det.name, "attack": atk.name,
+                                       "mode": mode}, skip))
+        for rt in cfg.retrain:
+            det = next(d for d in cfg.detectors if d.name == rt.detector)
+            conf = {"detector": det.detector, "params": det.params, "attack": rt.attack,
+                    "attack_params": rt.params, "rounds": rt.rounds, "mode": rt.mode,
+                    "spec": spec.to_dict(), "max_users": cfg.max_users}
+            key = unit_key("retrain", conf, checksum, cfg.seed)
+            path = cfg.out / "retrain" / ds_cfg.name / f"{det.name}-{rt.attack}-{key}"
+
+            def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path) -> dict[str, Any]:
+                return retrain_loop(ds, det.detector, rt.attack, path, rounds=rt.rounds, mode=rt.mode,
+                                    seed=cfg.seed, test_size=cfg.test_size, split_seed=cfg.split_seed,
+                                    detector_params=det.params, attack_params=rt.params, spec=spec,
+                                    max_users=cfg.max_users, progress=False)
+
+            units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} ({rt.rounds} rounds)",
+                              path, loop, lambda p=path: (p / ROUNDS_FILE).exists() and
+                              "f1_change" in json.loads((p / ROUNDS_FILE).read_text()),
+                              {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
+                               "rounds": rt.rounds, "mode": rt.mode}))
+    return units
+
+
+def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = None) -> dict[str, Any]:
+    """Run (or finish) every unit of ``cfg``; returns the index (also ``out/index.json``)."""
+    from rich.console import Console
+
+    from advseq.audit import describe
+    from advseq.io import load_dataset
+    from advseq.progress import progress_bar
+
+    console = console or Console(stderr=True)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = {d.name: load_dataset(d.path, name=d.name) for d in cfg.datasets}
+    infos = {}
+    for name, ds in data.items():
+        info_path = out / "datasets" / name / "info.json"
+        if not info_path.exists() or json.loads(info_path.read_text()).get("checksum") != ds.checksum():
+            info = describe(ds, seed=cfg.seed)
+            card = Path(ds.source or "").parent / "README.md" if ds.source else None
+            info["card"] = card.read_text(encoding="utf-8") if card and card.is_file() else None
+            write_json(info_path, info)
+        infos[name] = str(info_path.relative_to(out))
+    units = plan(cfg, data)
+    index: dict[str, Any] = {"config": cfg.to_dict(), "datasets": infos, "units": []}
+    write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,
+                                                data={n: d.checksum() for n, d in data.items()}))
+    with progress_bar(f"run {cfg.name}", len(units), enabled=progress) as bar:
+        for unit in units:
+            entry = {"kind": unit.kind, "label": unit.label, "path": str(unit.path.relative_to(out)),
+                     **unit.info}
+            if unit.skip_reason:
+                entry.update(status="not applicable", reason=unit.skip_reason)
+            elif unit.done():
+                entry["status"] = "reused"
+            else:
+                bar.update(status=unit.label)
+                t = time.perf_counter()
+                try:
+                    unit.run()
+                    entry.update(status="done", seconds=round(time.perf_counter() - t, 1))
+                except CapabilityError as err:
+                    entry.update(status="not applicable", reason=str(err))
+            index["units"].append(entry)
+            write_json(out / INDEX_FILE, index)
+            bar.advance()
+    index["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(out / INDEX_FILE, index)
+    return index

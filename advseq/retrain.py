@@ -1,0 +1,196 @@
+"""Adversarial retraining: attack, augment, retrain, repeat — and measure what it buys.
+
+Round 0 trains the detector on the training split. Every round ``r``:
+
+1. the attacker is (re)trained against the current detector — an adaptive attacker —
+   and attacks the untouched test users: the round's evasion rate, next to the
+   detector's clean F1 / AUC on the same users;
+2. unless it is the last round, the same attacker writes a post for every malicious
+   training user; those users, with the post appended, join the training set as extra
+   examples (labels unchanged), and the detector is retrained on the augmented set. So
+   that "has an extra post" cannot become a malicious shortcut (nor the classes drift
+   apart in size), every benign training user joins too, with one of their own earlier
+   posts re-posted (the copycat post a benign user could write).
+
+``rounds.json`` holds the per-round table; each round's detector and attack run are kept
+under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from advseq.attack import AttackSpec, create_attack
+from advseq.detector import create_detector, load_detector
+from advseq.errors import ConfigError
+from advseq.evaluation import run_attack
+from advseq.manifest import build_manifest, write_json
+from advseq.metrics import classification_metrics
+from advseq.schema import Dataset, User
+from advseq.threat import ThreatModel
+from advseq.training import MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, data_record
+
+ROUNDS_FILE = "rounds.json"
+
+
+def _save_detector(det: Any, out: Path, data: Dataset, split: Any, metrics: dict[str, Any],
+                   config: dict[str, Any], seed: int) -> None:
+    det.save(out)
+    write_json(out / METRICS_FILE, metrics)
+    write_json(out / SPLIT_FILE, split.to_dict())
+    write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data),
+                                                   split={"file": SPLIT_FILE},
+                                                   fit_info=getattr(det, "fit_info_", {})))
+
+
+def augment(users: list[User], posts: dict[str, str], tasks: dict[str, Any], tag: str) -> list[User]:
+    """Copies of ``users`` with their written post appended, as new training examples."""
+    out = []
+    for u in users:
+        if u.user_id in posts:
+            attacked = tasks[u.user_id].with_post(posts[u.user_id])
+            out.append(User(f"{u.user_id}#{tag}", u.label, attacked.posts))
+    return out
+
+
+def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, rounds: int = 3,
+                 mode: str = "white-box", seed: int = 0, test_size: float = 0.2, split_seed: int = 0,
+                 detector_params: dict[str, Any] | None = None,
+                 attack_params: dict[str, Any] | None = None, spec: AttackSpec | None = None,
+                 max_users: int | None = None, quality: bool = False,
+                 progress: bool | None = None) -> dict[str, Any]:
+    """Run the loop; returns (and writes ``out/rounds.json``) the per-round table."""
+    from advseq.progress import progress_bar
+
+    if rounds < 1:
+        raise ConfigError("rounds must be >= 1")
+    if mode not in ("white-box", "score", "label", "transfer"):
+        raise ConfigError(f"unknown mode {mode!r}")
+    out = Path(out)
+    spec = spec or AttackSpec()
+    detector_params = dict(detector_params or {})
+    attack_params = dict(attack_params or {})
+    split = data.split(test_size=test_size, seed=split_seed)
+    config = {"detector": detector, "detector_params": detector_params, "attack": attack,
+              "attack_params": attack_params, "mode": mode, "rounds": rounds, "seed": seed,
+              "test_size": test_size, "split_seed": split_seed, "spec": spec.to_dict(),
+              "data_checksum": data.checksum()}
+    cfg_file = out / "retrain.json"
+    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
+        raise ConfigError(f"{out} holds a retraining run with other settings; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_file, config)
+    # Refuse a combination that cannot run before any training.
+    from advseq import registry
+
+    needs = create_attack(attack, seed=seed, **attack_params).requires
+    det_caps = registry.detectors.get(detector).capabilities
+    if mode != "transfer":
+        from advseq.threat import MODES
+
+        missing = needs - (MODES[mode] & det_caps)
+        if missing:
+            from advseq.errors import CapabilityError
+
+            raise CapabilityError(f"attack {attack!r} needs {', '.join(sorted(missing))}, which "
+                                  f"mode {mode!r} on detector {detector!r} does not grant")
+
+    train_users = list(split.train)
+    table: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with progress_bar(f"retrain {detector} vs {attack}", rounds + 1, enabled=progress) as bar:
+        for r in range(rounds + 1):
+            rdir = out / f"round_{r}"
+            det_dir = rdir / "detector"
+            if (det_dir / METRICS_FILE).exists():
+                det = load_detector(det_dir)
+            else:
+                det = create_detector(detector, seed=seed, **detector_params)
+                det.fit(train_users, progress=False)
+                clean = classification_metrics(split.test.labels, det.predict_proba(split.test.users))
+                clean.update(n_train=len(train_users), train_seconds=det.fit_info_.get("train_seconds"))
+                _save_detector(det, det_dir, data, split, clean,
+                               {"detector": detector, "params": det.get_params(), "round": r}, seed)
+            clean = json.loads((det_dir / METRICS_FILE).read_text())
+            summary = run_attack(data, det_dir, attack, out=rdir / "attack", mode=mode, spec=spec,
+                                 attack_params=attack_params, seed=seed, resume=True,
+                                 max_users=max_users, quality=quality, progress=False)
+            row = {"round": r, "n_train": clean.get("n_train", len(train_users)),
+                   "f1": clean["f1"], "roc_auc": clean["roc_auc"], "accuracy": clean["accuracy"],
+                   "evasion_rate": summary["evasion_rate"],
+                   "attack_success_rate": summary["attack_success_rate"],
+                   "f1_after_attack": summary["after"]["f1"]}
+            table.append(row)
+            write_json(out / ROUNDS_FILE, {"config": config, "rounds": table})
+            bar.advance()
+            bar.update(status=f"round {r}: F1 {row['f1']:.3f}, evasion {row['evasion_rate']}")
+            if r == rounds:
+                break
+            aug_file = rdir / "augmented.jsonl"
+            if aug_file.exists():
+                added = [User(d["user_id"], d["label"], tuple(_posts(d["posts"])))
+                         for d in map(json.loads, aug_file.read_text(encoding="utf-8").splitlines())]
+            else:
+                added = _attack_training_users(data, split, det, attack, attack_params, mode, spec,
+                                               seed, rdir)
+                from advseq.io import save_jsonl
+
+                save_jsonl(Dataset(added, name="augmented") if added else Dataset([], "augmented"), aug_file)
+            train_users = train_users + added
+    result = {"config": config, "rounds": table, "seconds": round(time.perf_counter() - t0, 1)}
+    first, last = table[0], table[-1]
+    if first["evasion_rate"]:
+        result["evasion_relative_change"] = round((last["evasion_rate"] - first["evasion_rate"])
+                                                  / first["evasion_rate"], 4)
+    result["f1_change"] = round(last["f1"] - first["f1"], 4)
+    write_json(out / ROUNDS_FILE, result)
+    write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data)))
+    return result
+
+
+def _posts(raw: list[dict[str, Any]]) -> list[Any]:
+    from advseq.schema import Post
+
+    return [Post(p["text"], p.get("context"), p.get("timestamp"), p.get("relevancy")) for p in raw]
+
+
+def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
+                           attack_params: dict[str, Any], mode: str, spec: AttackSpec, seed: int,
+                           rdir: Path) -> list[User]:
+    """The round's attacker writes a post for every malicious training user."""
+    atk = create_attack(attack, seed=seed, **attack_params)
+    if mode == "transfer":
+        from advseq.evaluation import prepare_surrogate
+
+        sur, _ = prepare_surrogate(split.train, surrogate=None, detector="cnn", seed=seed,
+                                   out=rdir / "attack", progress=False)
+        threat = ThreatModel(sur, sur.capabilities)
+    else:
+        threat = ThreatModel(det, mode)
+    threat.require(atk.requires, f"attack {attack!r}")
+    # The round's test attack left its trained state here (e.g. PETGEN's generator): reuse it.
+    atk.workdir = rdir / "attack" / "attack_state"
+    atk.prepare(split.train, threat, spec)
+    targets = [u for u in split.train if spec.targets(u)]
+    tasks = {u.user_id: spec.task(u) for u in targets}
+    posts: dict[str, str] = {}
+    for s in range(0, len(targets), 32):
+        part = [tasks[u.user_id] for u in targets[s:s + 32]]
+        for task, output in zip(part, atk.run(part, threat), strict=True):
+            posts[task.user_id] = output.post
+    tag = f"adv{rdir.name.split('_')[-1]}"
+    added = augment(targets, posts, tasks, tag)
+    # Balance: the users the attacker does not write for (benign ones under evasion)
+    # join with one of their own earlier posts re-posted, chosen by a seeded hash.
+    others = [u for u in split.train if not spec.targets(u)]
+    other_tasks = {u.user_id: spec.task(u) for u in others}
+    reposts = {}
+    for u in others:
+        pool = other_tasks[u.user_id].history.posts or u.posts
+        pick = int(hashlib.blake2b(f"{seed}|{u.user_id}".encode(), digest_size=4).hexdigest(), 16)
+        reposts[u.user_id] = pool[pick % len(pool)].text
+    return added + augment(others, reposts, other_tasks, tag)

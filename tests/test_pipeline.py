@@ -1,0 +1,123 @@
+"""Run configs, the content-addressed matrix (reuse and resume) and the retraining loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from advseq.errors import ConfigError
+from advseq.io import load_dataset
+from advseq.paths import REPO_DIR, demo_data
+from advseq.pipeline import INDEX_FILE, load_config, run_matrix
+from advseq.retrain import retrain_loop
+
+TINY = "{ epochs = 3, emb_dim = 32, filters = 16, seq_hidden = 16, max_posts = 12, max_tokens = 24 }"
+CONFIG = f"""
+[run]
+name = "tiny"
+quality = false
+max_users = 24
+
+[[datasets]]
+name = "demo"
+demo = true
+
+[[detectors]]
+name = "cnn"
+params = {TINY}
+
+[[detectors]]
+name = "tfidf-lr"
+
+[surrogate]
+detector = "cnn"
+params = {TINY}
+
+[[attacks]]
+name = "copycat"
+modes = ["white-box", "label", "transfer"]
+
+[[attacks]]
+name = "hotflip"
+modes = ["white-box", "score", "transfer"]
+params = {{ max_flips = 2 }}
+"""
+
+
+def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_parse() -> None:
+    for name in ("demo", "wiki", "pan19"):
+        path = REPO_DIR / "configs" / f"{name}.toml"
+        try:
+            cfg = load_config(path, out="/tmp/unused")
+        except ConfigError as err:
+            if "shared" in str(err):
+                pytest.skip(f"{name}: {err}")
+            raise
+        assert cfg.datasets and cfg.detectors and cfg.attacks
+
+
+def test_bad_configs_name_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run\.toml: invalid TOML"):
+        load_config(write_config(tmp_path, "[run\nname="))
+    with pytest.raises(ConfigError, match=r"\[\[datasets\]\] #1: missing key 'name'"):
+        load_config(write_config(tmp_path, "[[datasets]]\ndemo = true\n"))
+    with pytest.raises(ConfigError, match="unknown mode"):
+        load_config(write_config(tmp_path, CONFIG.replace('"label"', '"psychic"')))
+    with pytest.raises(ConfigError, match="unknown detector 'nope'"):
+        load_config(write_config(tmp_path, CONFIG.replace('name = "tfidf-lr"', 'name = "nope"')))
+
+
+def test_matrix_runs_reuses_and_marks_inapplicable(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path), out=tmp_path / "run")
+    index = run_matrix(cfg, progress=False)
+    status = {u["label"]: u["status"] for u in index["units"]}
+    assert status["demo: train cnn"] == "done"
+    assert status["demo: hotflip (white-box) vs tfidf-lr"] == "not applicable"
+    assert status["demo: hotflip (score) vs cnn"] == "not applicable"
+    assert status["demo: copycat (label) vs tfidf-lr"] == "done"
+    assert status["demo: hotflip (transfer) vs tfidf-lr"] == "done"
+    saved = json.loads((tmp_path / "run" / INDEX_FILE).read_text())
+    assert len(saved["units"]) == len(index["units"])
+    again = run_matrix(cfg, progress=False)
+    assert {u["status"] for u in again["units"]} <= {"reused", "not applicable"}
+
+
+def test_matrix_resumes_an_interrupted_attack(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path), out=tmp_path / "run")
+    run_matrix(cfg, progress=False)
+    unit = next(p for p in (tmp_path / "run" / "attacks").rglob("hotflip-white-box-*"))
+    summary = json.loads((unit / "summary.json").read_text())
+    results = (unit / "results.jsonl").read_text().splitlines(keepends=True)
+    (unit / "summary.json").unlink()
+    (unit / "results.jsonl").write_text("".join(results[:5]))   # as if killed after 5 users
+    index = run_matrix(cfg, progress=False)
+    entry = next(u for u in index["units"] if u["path"] == str(unit.relative_to(tmp_path / "run")))
+    assert entry["status"] == "done"
+    assert len((unit / "results.jsonl").read_text().splitlines()) == len(results)
+    again = json.loads((unit / "summary.json").read_text())
+    drop = {"attack_seconds", "posts_per_second", "prepare_seconds"}
+    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in summary.items() if k not in drop}
+
+
+def test_retrain_loop(tmp_path: Path) -> None:
+    ds = load_dataset(demo_data())
+    res = retrain_loop(ds, "cnn", "hotflip", tmp_path / "rt", rounds=1, seed=0,
+                       detector_params={"epochs": 3, "emb_dim": 32, "filters": 16, "seq_hidden": 16,
+                                        "max_posts": 12, "max_tokens": 24},
+                       attack_params={"max_flips": 2}, max_users=24, progress=False)
+    rounds = res["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["n_train"] > rounds[0]["n_train"]   # augmented with the attacks' posts
+    added = (tmp_path / "rt" / "round_0" / "augmented.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in added]
+    assert rows and all("#adv0" in r["user_id"] for r in rows)
+    assert {r["label"] for r in rows} == {0, 1}  # benign users join too (balance)
+    assert "f1_change" in res and (tmp_path / "rt" / "rounds.json").exists()

@@ -41,12 +41,12 @@ class PETGENAttack(Attack):
     requires = frozenset()   # adapts: gradient -> trains on it; otherwise trains a surrogate
     default_recency = True
 
-    def __init__(self, *, generator: str | None = None, candidates: int = 16,
-                 temperature: float = 1.0, top_p: float = 0.9, adv_steps: int = 120,
+    def __init__(self, *, generator: str | None = None, candidates: int = 32,
+                 temperature: float = 1.0, top_p: float = 0.9, adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
-                 rounds: int = 4, w_attack: float = 1.0,
-                 w_gan: float = 0.5, w_mle: float = 1.0, surrogate_detector: str = "cnn",
+                 rounds: int = 3, refine_flips: int = 5, refine_top_k: int = 20, w_attack: float = 1.0,
+                 w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
                  device: str = "cpu", seed: int = 0) -> None:
         self.generator = generator
         self.candidates = candidates
@@ -60,6 +60,8 @@ class PETGENAttack(Attack):
         self.relevancy = relevancy
         self.select = select
         self.rounds = rounds
+        self.refine_flips = refine_flips
+        self.refine_top_k = refine_top_k
         self.w_attack = w_attack
         self.w_gan = w_gan
         self.w_mle = w_mle
@@ -123,7 +125,46 @@ class PETGENAttack(Attack):
         if not hasattr(self, "model_"):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
-        return self.model_.write(tasks, threat, rngs, ranker=self._ranker)
+        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker)
+        if self.refine_flips and threat.has("gradient"):
+            outputs = self._refine(tasks, outputs, threat)
+        return outputs
+
+    def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
+                threat: ThreatModel) -> list[AttackOutput]:
+        """Gradient refinement of the chosen posts (white-box or on the surrogate): HotFlip
+        substitutions, but only to words the generator itself finds plausible at that
+        position for this user (its ``refine_top_k`` most likely), so the text stays text."""
+        import torch
+
+        from attacks.hotflip import hotflip_search
+        from attacks.token_search import encode_post
+
+        vocab = threat.vocab
+        T = min(min(t.max_tokens for t in tasks), threat.max_post_tokens)
+        todo = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
+                if (o.info.get("score", 1.0 - t.target) >= 0.5) == bool(1 - t.target)]
+        if not todo:
+            return outputs
+        sub_tasks = [tasks[i] for i in todo]
+        posts = [encode_post(outputs[i].post, vocab, T) for i in todo]
+        plausible = self.model_.plausible_tokens(sub_tasks, [outputs[i].post for i in todo], self.refine_top_k)
+        allowed = []
+        for post, words in zip(posts, plausible, strict=True):
+            mask = torch.zeros(len(post.ids), len(vocab), dtype=torch.bool)
+            for t in range(min(len(post.ids), len(words))):
+                ids = [vocab.stoi[w] for w in words[t] if w in vocab.stoi]
+                if ids:
+                    mask[t, ids] = True
+            allowed.append(mask)
+        refined = hotflip_search(sub_tasks, posts, threat, beam_width=2, candidates=10,
+                                 max_flips=self.refine_flips, allowed=allowed)
+        out = list(outputs)
+        for i, r in zip(todo, refined, strict=True):
+            out[i] = AttackOutput(r.post, r.status if r.status != "ok" else outputs[i].status,
+                                  {**outputs[i].info, "refine_flips": r.info.get("flips", 0),
+                                   "score": r.info.get("surrogate_prob")})
+        return out
 
 
 class MALCOMAttack(PETGENAttack):

@@ -210,8 +210,9 @@ class PersonalizedGenerator(nn.Module):
                                      device=cond.device), b.prefix_mask], 1)
         return torch.cat([cond, ctx], 1), mask
 
-    def mle_loss(self, b: CondBatch) -> torch.Tensor:
-        """Teacher-forced cross-entropy of the target posts (+ ``<eos>``)."""
+    def target_logits(self, b: CondBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced next-token logits ``[B, T, V]`` for the target posts (+ ``<eos>``)
+        and the targets' mask ``[B, T]``: position ``t`` predicts target token ``t``."""
         emb, mask = self.prefix(b)
         L = emb.shape[1]
         T = int(b.target_len.max())
@@ -222,7 +223,12 @@ class PersonalizedGenerator(nn.Module):
         pos = (full_mask.cumsum(1) - 1).clamp(min=0)
         hidden = self.decoder.transformer(inputs_embeds=inputs, attention_mask=full_mask,
                                           position_ids=pos).last_hidden_state
-        logits = self.decoder.lm_head(hidden[:, L - 1:L - 1 + T])
+        return self.decoder.lm_head(hidden[:, L - 1:L - 1 + T]), tmask
+
+    def mle_loss(self, b: CondBatch) -> torch.Tensor:
+        """Teacher-forced cross-entropy of the target posts (+ ``<eos>``)."""
+        logits, tmask = self.target_logits(b)
+        tgt = b.target_ids[:, : logits.shape[1]]
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                            reduction="none").view_as(tgt)
         return (loss * tmask).sum() / tmask.sum().clamp(min=1)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -59,6 +60,7 @@ from advseq.petgen.generator import (
 )
 from advseq.petgen.losses import gaussian_mmd, relativistic_d_loss, relativistic_g_loss
 from advseq.schema import Dataset, User
+from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
 
 FORMAT = "advseq-petgen/1"
@@ -105,14 +107,14 @@ class PETGEN(Configurable):
     """The personalised generation attacker: train with :meth:`fit`, write with :meth:`write`."""
 
     def __init__(self, *, n_prefix: int = 4, max_posts: int = 20, mle_positions: int = 4,
-                 mle_epochs: int = 3, mle_lr: float = 2e-3, adv_steps: int = 120,
-                 batch_size: int = 32, lr: float = 3e-4, d_lr: float = 3e-4, tau: float = 1.0,
+                 mle_epochs: int = 3, mle_lr: float = 2e-3, adv_steps: int = 60,
+                 batch_size: int = 32, lr: float = 1e-3, d_lr: float = 3e-4, tau: float = 1.0,
                  gan: bool = True, attack: bool = True, recency: bool = True, relevancy: bool = True,
-                 w_gan: float = 0.5, w_attack: float = 1.0, w_recency: float = 1.0,
-                 w_relevancy: float = 1.0, w_mle: float = 1.0, recent_k: int = 3,
-                 select: bool = True, rounds: int = 5, select_k: int = 16, select_epochs: int = 3,
+                 w_gan: float = 0.5, w_attack: float = 1.0, w_recency: float = 0.2,
+                 w_relevancy: float = 0.2, w_mle: float = 0.3, recent_k: int = 3,
+                 select: bool = True, rounds: int = 3, select_k: int = 16, select_epochs: int = 3,
                  select_real_share: float = 0.25,
-                 candidates: int = 16, temperature: float = 1.0, top_p: float = 0.9,
+                 candidates: int = 32, temperature: float = 1.0, top_p: float = 0.9,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
         self.max_posts = max_posts
@@ -274,6 +276,24 @@ class PETGEN(Configurable):
         T = min(tasks[0].max_tokens, self.lm_.max_post_tokens)
         texts = [self.lm_.decode(row, T) for row in ids.cpu().tolist()]
         return [texts[i * k:(i + 1) * k] for i in range(len(tasks))]
+
+    @torch.no_grad()
+    def plausible_tokens(self, tasks: Sequence[AttackTask], posts: Sequence[str], top_k: int) -> list[list[list[str]]]:
+        """For each (task, post): at every position of the post, the ``top_k`` tokens the
+        generator finds most likely there given the user and the post's preceding words —
+        the substitutions that keep the post plausible."""
+        examples = [CondExample(e.history, e.context, post, e.label, e.relevancy)
+                    for e, post in zip((task_example(t) for t in tasks), posts, strict=True)]
+        b = self._encoder()(examples).to(self.lm_.torch_device)
+        logits, tmask = self.generator_.target_logits(b)
+        logits[:, :, : len(SPECIALS)] = -math.inf
+        top = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).indices.cpu()
+        itos = self.lm_.vocab_.itos
+        out = []
+        for n in range(len(tasks)):
+            n_tok = int(tmask[n].sum()) - 1          # post tokens, without <eos>
+            out.append([[itos[i] for i in top[n, t].tolist()] for t in range(max(0, n_tok))])
+        return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
               ranker: ThreatModel | None = None) -> list[AttackOutput]:

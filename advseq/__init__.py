@@ -1,11 +1,12 @@
 """advseq: adversarial robustness testbed for deep user-sequence classifiers.
 
-Importing advseq is cheap: no torch, no models, no network. The data model and loaders
-are re-exported lazily::
+Importing advseq is cheap: no torch, no models, no network. The data model, loaders
+and pipeline entry points are re-exported lazily::
 
-    from advseq import load_dataset
+    from advseq import load_dataset, robustness_run
     ds = load_dataset("data/demo/users.jsonl")
     split = ds.split(test_size=0.2, seed=0)
+    robustness_run("configs/demo.toml", out="runs/demo")
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ _LAZY = {
     "save_jsonl": "advseq.io",
     "Tokenizer": "advseq.text",
     "Vocabulary": "advseq.text",
+    "robustness_run": "advseq.api",
+    "load_config": "advseq.pipeline",
+    "train_detector": "advseq.training",
+    "run_attack": "advseq.evaluation",
+    "retrain_loop": "advseq.retrain",
+    "build_report": "advseq.report",
 }
 
 __all__ = ["__version__", *_LAZY]

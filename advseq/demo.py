@@ -38,4 +38,4 @@ def run_demo(out: str | Path, *, seed: int = 0, progress: bool | None = None,
     cfg.seed = seed
     index = run_matrix(cfg, progress=progress, console=console)
     report = build_report([cfg.out], cfg.out / "report")
-    return {"seconds": round(time.perf_counter() - t0, 1), "index": index, "report": str(report)}
+    return {"seconds": round(time.perf_counter() - t0, 1), "index": index, "report": str(report.html), "markdown": str(report.markdown)}

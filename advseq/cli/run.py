@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
         if report:
             from advseq.report import build_report
 
-            path = build_report([cfg.out], cfg.out / "report")
-            console.print(f"report: {path}", highlight=False)
+            files = build_report([cfg.out], cfg.out / "report")
+            console.print(f"report: {files.html} (markdown: {files.markdown})", highlight=False)
 
     @app.command()
     def retrain(
@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         placement: Annotated[Placement, typer.Option(help="Where the attacker's post goes.")] = Placement.append,
         max_users: Annotated[int | None, typer.Option(help="Evaluate on a stratified sample of N test users.")] = None,
         quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
+        initial: Annotated[Path | None, typer.Option(help="Use this detector folder (from `advseq train` with the same settings and seed) as round 0 instead of training it again.")] = None,
         progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress.")] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
         res = retrain_loop(ds, detector, attack, out, rounds=rounds, mode=mode.value, seed=seed,
                            detector_params=parse_params(detector_param), attack_params=parse_params(param),
                            spec=AttackSpec(goal=goal.value, placement=placement.value),
-                           max_users=max_users, quality=quality, progress=progress)
+                           max_users=max_users, quality=quality, initial=initial, progress=progress)
         table = Table(title=f"retraining {detector} against {attack} ({mode.value})", title_justify="left")
         for col in ("round", "train users", "F1", "ROC-AUC", "evasion rate", "F1 under attack"):
             table.add_column(col, justify="right")

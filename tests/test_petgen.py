@@ -1,0 +1,160 @@
+"""PETGEN: the conditional generator, its training terms, the attack plugins and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from advseq.attack import AttackSpec, create_attack
+from advseq.cli import app
+from advseq.detector import load_detector
+from advseq.errors import CapabilityError
+from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_attack
+from advseq.io import load_dataset
+from advseq.paths import demo_data
+from advseq.petgen.model import PETGEN
+from advseq.schema import Dataset
+from advseq.threat import ThreatModel
+from advseq.training import recorded_split, train_detector
+
+runner = CliRunner()
+SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 4, "max_posts": 12,
+             "max_tokens": 24}
+TINY_LM = {"n_layer": 1, "n_embd": 32, "n_head": 2, "epochs": 1, "max_post_tokens": 16,
+           "max_context_tokens": 12}
+SMALL = {"lm": TINY_LM, "mle_epochs": 1, "adv_steps": 4, "rounds": 1, "select_k": 4,
+         "select_epochs": 1, "candidates": 4, "batch_size": 16, "max_posts": 8}
+
+
+@pytest.fixture(scope="module")
+def demo() -> Dataset:
+    return load_dataset(demo_data())
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(demo: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cnn")
+    train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def split(demo: Dataset, cnn_dir: Path):
+    return recorded_split(cnn_dir, demo)
+
+
+@pytest.fixture(scope="module")
+def trained(split, cnn_dir: Path) -> PETGEN:
+    threat = ThreatModel(load_detector(cnn_dir), "white-box")
+    return PETGEN(**SMALL).fit(Dataset(split.train.users[:120]), threat, progress=False)
+
+
+def test_fit_records_every_term(trained: PETGEN) -> None:
+    info = trained.fit_info_
+    assert info["mle"]["epoch_losses"] and np.isfinite(info["mle"]["epoch_losses"]).all()
+    last = info["adversarial"]["history"][-1]
+    for term in ("gan", "attack", "recency", "relevancy"):
+        assert any(term in k for k in last), (term, last)
+    assert info["adversarial"]["selection"], "best-of-k selection round missing"
+
+
+def test_conditioning_and_determinism(trained: PETGEN, split) -> None:
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users[:12]]
+    u = torch.rand(len(tasks) * 3, trained.lm_.max_post_tokens, generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)
+    a = trained.sample(tasks, u, 3)
+    b = trained.sample(tasks, u, 3)
+    assert a == b                                   # same uniforms, same posts
+    assert all(len(p) == 3 and all(isinstance(x, str) for x in p) for p in a)
+    # The same noise for every user: different users (histories, contexts) still get
+    # different posts, because the generator is conditioned on them.
+    same = torch.rand(1, trained.lm_.max_post_tokens, generator=torch.Generator().manual_seed(2),
+                      dtype=torch.float64).repeat(len(tasks), 1)
+    posts = [p[0] for p in trained.sample(tasks, same, 1)]
+    assert len(set(posts)) > len(tasks) // 2
+
+
+def test_save_load_roundtrip(trained: PETGEN, split, tmp_path: Path) -> None:
+    trained.save(tmp_path / "g")
+    assert (tmp_path / "g" / "config.json").exists()
+    assert not list((tmp_path / "g").rglob("*.pkl")) and not list((tmp_path / "g").rglob("*.bin"))
+    back = PETGEN.load(tmp_path / "g")
+    tasks = [AttackSpec().task(u) for u in split.test.users[:5]]
+    u = torch.rand(5 * 2, trained.lm_.max_post_tokens, generator=torch.Generator().manual_seed(1),
+                   dtype=torch.float64)
+    assert back.sample(tasks, u, 2) == trained.sample(tasks, u, 2)
+
+
+def test_same_seed_same_generator(split, cnn_dir: Path) -> None:
+    threat = ThreatModel(load_detector(cnn_dir), "white-box")
+    train = Dataset(split.train.users[:60])
+    params = {**SMALL, "adv_steps": 2, "select": False}
+    a = PETGEN(**params).fit(train, threat, progress=False)
+    b = PETGEN(**params).fit(train, threat, progress=False)
+    for (name, x), (_, y) in zip(a.generator_.state_dict().items(), b.generator_.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_attack_term_needs_gradient(split, cnn_dir: Path) -> None:
+    score_only = ThreatModel(load_detector(cnn_dir), "score")
+    train = Dataset(split.train.users[:40])
+    with pytest.raises(CapabilityError):
+        PETGEN(**SMALL).fit(train, score_only, progress=False)
+    # Without the attack term, the generator trains on the score alone (selection).
+    PETGEN(**{**SMALL, "attack": False}).fit(train, score_only, progress=False)
+
+
+def test_malcom_is_petgen_without_recency() -> None:
+    assert create_attack("malcom").recency is False
+    assert create_attack("petgen").recency is True
+
+
+@pytest.mark.parametrize("mode", ["white-box", "transfer"])
+def test_petgen_through_the_evaluator(demo: Dataset, cnn_dir: Path, tmp_path: Path, mode: str) -> None:
+    params = {k: v for k, v in SMALL.items() if k in ("lm", "mle_epochs", "adv_steps", "rounds",
+                                                       "candidates")}
+    surrogate = None
+    if mode == "transfer":
+        surrogate = cnn_dir                               # a given surrogate (same model here)
+    s = run_attack(demo, cnn_dir, "petgen", out=tmp_path / mode, mode=mode, attack_params=params,
+                   surrogate=surrogate, max_users=24, quality=False, progress=False)
+    recs = read_records(tmp_path / mode / RESULTS_FILE)
+    assert len(recs) == s["n_users"] == 24
+    targeted = [r for r in recs if r.get("targeted")]
+    assert targeted and all(r["post"].strip() for r in targeted)
+    summary = json.loads((tmp_path / mode / SUMMARY_FILE).read_text())
+    assert 0.0 <= summary["evasion_rate"] <= 1.0
+    # Refinement only ever changes posts of users the chosen post had not flipped.
+    assert all(r.get("info", {}).get("refine_flips", 0) <= 5 for r in recs)
+
+
+def test_petgen_train_cli(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    args = ["petgen", "train", str(demo_data()), "-d", str(cnn_dir), "-o", str(out), "--no-progress",
+            "--no-gan", "--no-select", "-p", "adv_steps=2", "-p", "mle_epochs=1", "-p", "candidates=2",
+            "-p", 'lm={"n_layer": 1, "n_embd": 32, "n_head": 2, "epochs": 1}']
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["params"]["gan"] is False
+    assert manifest["config"]["params"]["recency"] is True
+    loaded = PETGEN.load(out)
+    assert loaded.gan is False
+    # The saved generator is used by the attack plugin.
+    s = run_attack(demo, cnn_dir, "petgen", out=tmp_path / "atk", attack_params={"generator": str(out)},
+                   max_users=8, quality=False, progress=False)
+    assert s["n_users"] == 8
+
+
+def test_unknown_mode_is_a_clean_error(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["petgen", "train", str(demo_data()), "-d", str(cnn_dir), "-o",
+                              str(tmp_path / "g"), "--mode", "grey-box"])
+    assert res.exit_code != 0
+    assert "white-box or transfer" in res.output
+    assert "Traceback" not in res.output

@@ -177,3 +177,13 @@ def test_reference_lm_caches() -> None:
     # other hyper-parameters or another seed: another entry
     reference_lm(ds, seed=1, progress=False, **params)
     assert len([p for p in cache.iterdir() if p.name.startswith(ds.checksum()[:16])]) == 2
+
+
+def test_reference_lm_samples_large_datasets() -> None:
+    ds = _dataset()
+    params = {k: v for k, v in SMALL.items() if k != "seed"} | {"epochs": 1}
+    cap = ds.n_posts // 2
+    lm = reference_lm(ds, progress=False, max_posts=cap, **params)
+    assert lm.fit_info_["n_train"] + lm.fit_info_["n_valid"] == cap
+    full = reference_lm(ds, progress=False, max_posts=ds.n_posts, **params)
+    assert full.fit_info_["n_train"] + full.fit_info_["n_valid"] == ds.n_posts

@@ -69,15 +69,25 @@ def register(app: typer.Typer) -> None:
                        surrogate_detector=surrogate_detector, budget=budget, seed=seed,
                        resume=resume, max_users=max_users, quality=quality, progress=progress)
         table = Table(title=f"{attack_name} ({mode.value}, {goal.value}) vs {s['detector']}", title_justify="left")
-        for col in ("users", "targeted", "eligible", "evasion rate", "attack rate", "F1 before", "F1 after", "queries (mean)", "posts/s"):
-            table.add_column(col, justify="right")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("real last posts", justify="right")
 
         def f(x: float | None) -> str:
-            return "-" if x is None else f"{x:.3f}"
+            return "-" if x is None else f"{x:.3f}" if abs(x) < 1000 else f"{x:.0f}"
 
-        table.add_row(str(s["n_users"]), str(s["n_targeted"]), str(s["n_eligible"]), f(s["evasion_rate"]),
-                      f(s["attack_success_rate"]), f(s["before"]["f1"]), f(s["after"]["f1"]),
-                      f(s["queries_mean"]), f(s["posts_per_second"]))
+        table.add_row("users scored / targeted / eligible", f"{s['n_users']} / {s['n_targeted']} / {s['n_eligible']}", "")
+        table.add_row("evasion rate", f(s["evasion_rate"]), "")
+        table.add_row("attack success rate", f(s["attack_success_rate"]), "")
+        table.add_row("F1 before -> after", f"{f(s['before']['f1'])} -> {f(s['after']['f1'])}", "")
+        table.add_row("queries per user (mean)", f(s["queries_mean"]), "")
+        table.add_row("posts per second", f(s["posts_per_second"]), "")
+        real = (s.get("quality") or {}).get("real", {})
+        for key, label in (("bleu_2", "BLEU-2 vs real last posts"), ("perplexity_judge", "perplexity (SmolLM2 judge)"),
+                           ("topic_sim_context", "topic similarity to context"),
+                           ("style_similarity", "style similarity to history"), ("copy_near", "near copies")):
+            if s.get(key) is not None:
+                table.add_row(label, f(s[key]), f(real.get(key)))
         console.print(table)
         if s.get("budget_exhausted"):
             console.print(f"query budget exhausted for {s['budget_exhausted']} users", highlight=False)

@@ -8,7 +8,8 @@ from typing import Any
 
 
 def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
-                   report: bool = True, progress: bool | None = None) -> dict[str, Any]:
+                   report: bool = True, progress: bool | None = None,
+                   console: Any = None) -> dict[str, Any]:
     """Run a matrix config — a TOML path or the same tables as a dict — into ``out``
     (finished units are reused, an interrupted run continues) and write its report.
 
@@ -18,6 +19,6 @@ def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | 
     from advseq.report import build_report
 
     cfg = load_config(config, out=out)
-    index = run_matrix(cfg, progress=progress)
+    index = run_matrix(cfg, progress=progress, console=console)
     files = build_report([cfg.out], cfg.out / "report") if report else None
     return {"out": cfg.out, "index": index, "report": files}

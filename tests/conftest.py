@@ -52,6 +52,15 @@ def tiny() -> Dataset:
     return Dataset(users, name="tiny")
 
 
+@pytest.fixture(scope="session")
+def demo() -> Dataset:
+    """The bundled demo dataset, loaded once (datasets are immutable)."""
+    from advseq.io import load_dataset
+    from advseq.paths import demo_data
+
+    return load_dataset(demo_data())
+
+
 def real_data(name: str) -> Path:
     """Path of a shared real dataset, or skip the test with the reason."""
     path = shared_dataset(name)

@@ -17,7 +17,6 @@ from advseq.attack import AttackSpec, create_attack
 from advseq.cli import app
 from advseq.errors import CapabilityError, ConfigError
 from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_attack
-from advseq.io import load_dataset
 from advseq.paths import demo_data
 from advseq.schema import Post, User
 from advseq.training import train_detector
@@ -25,11 +24,6 @@ from advseq.training import train_detector
 runner = CliRunner()
 SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
              "max_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_dataset(demo_data())
 
 
 @pytest.fixture(scope="module")

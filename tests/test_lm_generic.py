@@ -10,8 +10,6 @@ import pytest
 from advseq.attack import AttackSpec, create_attack
 from advseq.errors import ConfigError
 from advseq.evaluation import RESULTS_FILE, run_attack
-from advseq.io import load_dataset
-from advseq.paths import demo_data
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
 from advseq.training import train_detector
@@ -22,11 +20,6 @@ FAST_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "max_posts": 12, "ma
 FAST_LM = {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_context_tokens": 16, "max_vocab": 3000,
            "epochs": 1, "batch_size": 128, "lr": 1e-2}
 MAX_USERS = 30
-
-
-@pytest.fixture(scope="module")
-def demo() -> Dataset:
-    return load_dataset(demo_data())
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from advseq.cli import app
 from advseq.detector import load_detector
 from advseq.errors import CapabilityError
 from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_attack
-from advseq.io import load_dataset
 from advseq.paths import demo_data
 from advseq.petgen.model import PETGEN
 from advseq.schema import Dataset
@@ -29,11 +28,6 @@ TINY_LM = {"n_layer": 1, "n_embd": 32, "n_head": 2, "epochs": 1, "max_post_token
            "max_context_tokens": 12}
 SMALL = {"lm": TINY_LM, "mle_epochs": 1, "adv_steps": 4, "rounds": 1, "select_k": 4,
          "select_epochs": 1, "candidates": 4, "batch_size": 16, "max_posts": 8}
-
-
-@pytest.fixture(scope="module")
-def demo() -> Dataset:
-    return load_dataset(demo_data())
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ import pytest
 from advseq.attack import AttackSpec, create_attack
 from advseq.errors import CapabilityError, ConfigError, ResourceMissing
 from advseq.evaluation import RESULTS_FILE, read_records, run_attack
-from advseq.io import load_dataset
-from advseq.paths import demo_data
 from advseq.threat import ThreatModel
 from advseq.training import train_detector
 from attacks.copycat import CopycatAttack
@@ -34,11 +32,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_dataset(demo_data())
 
 
 @pytest.fixture(scope="module")

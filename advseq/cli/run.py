@@ -27,15 +27,12 @@ def register(app: typer.Typer) -> None:
 
         Finished units are reused (content-addressed by config, data checksum and seed),
         so a killed run continues where it stopped when started again."""
-        from advseq.pipeline import load_config, run_matrix
+        from advseq.api import robustness_run
 
-        cfg = load_config(config, out=out)
-        index = run_matrix(cfg, progress=progress, console=console)
-        _print_index(index)
-        if report:
-            from advseq.report import build_report
-
-            files = build_report([cfg.out], cfg.out / "report")
+        result = robustness_run(config, out=out, report=report, progress=progress, console=console)
+        _print_index(result["index"])
+        files = result["report"]
+        if files is not None:
             console.print(f"report: {files.html} (markdown: {files.markdown})", highlight=False)
 
     @app.command()

@@ -9,16 +9,19 @@ from typing import Any
 
 def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
                    report: bool = True, progress: bool | None = None,
-                   console: Any = None) -> dict[str, Any]:
+                   console: Any = None, seed: int | None = None) -> dict[str, Any]:
     """Run a matrix config — a TOML path or the same tables as a dict — into ``out``
     (finished units are reused, an interrupted run continues) and write its report.
 
-    Returns ``{"out": Path, "index": <index.json>, "report": ReportFiles | None}``.
+    ``seed`` overrides the config's ``[run] seed``. Returns ``{"out": Path,
+    "index": <index.json>, "report": ReportFiles | None}``.
     """
     from advseq.pipeline import load_config, run_matrix
     from advseq.report import build_report
 
     cfg = load_config(config, out=out)
+    if seed is not None:
+        cfg.seed = seed
     index = run_matrix(cfg, progress=progress, console=console)
     files = build_report([cfg.out], cfg.out / "report") if report else None
     return {"out": cfg.out, "index": index, "report": files}

@@ -22,20 +22,18 @@ DEMO_CONFIG = REPO_DIR / "configs" / "demo.toml"
 
 def run_demo(out: str | Path, *, seed: int = 0, progress: bool | None = None,
              console: Console | None = None) -> dict[str, Any]:
+    from advseq.api import robustness_run
     from advseq.audit import describe
     from advseq.cli.data import render_info
     from advseq.io import load_dataset
     from advseq.paths import demo_data
-    from advseq.pipeline import load_config, run_matrix
-    from advseq.report import build_report
 
     console = console or Console()
     if not DEMO_CONFIG.is_file():
         raise ResourceMissing(f"{DEMO_CONFIG} not found: run advseq demo from a source checkout")
     t0 = time.perf_counter()
     render_info(describe(load_dataset(demo_data()), seed=seed))
-    cfg = load_config(DEMO_CONFIG, out=out)
-    cfg.seed = seed
-    index = run_matrix(cfg, progress=progress, console=console)
-    report = build_report([cfg.out], cfg.out / "report")
-    return {"seconds": round(time.perf_counter() - t0, 1), "index": index, "report": str(report.html), "markdown": str(report.markdown)}
+    res = robustness_run(DEMO_CONFIG, out=out, seed=seed, progress=progress, console=console)
+    report = res["report"]
+    return {"seconds": round(time.perf_counter() - t0, 1), "index": res["index"], "report": str(report.html),
+            "markdown": str(report.markdown)}

@@ -77,7 +77,7 @@ def petgen_costs(home: Path) -> list[dict]:
     return rows
 
 
-def generation_speed(run: Path, dataset: str, home: Path, n_users: int = 64, k: int = 32) -> dict | None:
+def generation_speed(dataset: str, home: Path, n_users: int = 64, k: int = 32) -> dict | None:
     """Posts per second of pure generation (sampling k candidates per user, no scoring)."""
     import torch
 
@@ -182,7 +182,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     rows = table(run)
     costs = petgen_costs(home)
-    gen = generation_speed(run, args.dataset, home)
+    gen = generation_speed(args.dataset, home)
     out = RESULTS / f"attacks-{args.dataset}"
     write_json(out.with_suffix(".json"), build_manifest(cfg, seed=0, results=rows, petgen_costs=costs,
                                                         generation=gen, wall_seconds=round(wall, 1),

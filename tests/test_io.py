@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from advseq.errors import ConfigError, DataError
-from advseq.io import load_dataset, save_jsonl
+from advseq.io import load_dataset, save_dataset, save_jsonl
 from advseq.schema import Dataset, DataSplit
 
 
@@ -103,6 +103,27 @@ def test_lenient_skips_and_counts(tmp_path: Path) -> None:
     assert ds.skipped == {"users": 3, "posts": 2}
     assert len(ds.warnings) == 5
     assert all(str(path) in w for w in ds.warnings)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
+def test_save_dataset_round_trips_every_writable_format(demo: Dataset, tmp_path: Path, suffix: str) -> None:
+    sub = Dataset(demo.users[:40], name="demo")
+    back = load_dataset(save_dataset(sub, tmp_path / f"users{suffix}"))
+    assert back.checksum() == sub.checksum() and back.users == sub.users
+
+
+def test_save_dataset_refuses_unwritable_formats(tiny: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"cannot write '\.pkl'"):
+        save_dataset(tiny, tmp_path / "x.pkl")
+    assert not list(tmp_path.iterdir())
+
+
+def test_jsonl_read_as_csv_names_the_problem_briefly(tiny: Dataset, tmp_path: Path) -> None:
+    wrong = tmp_path / "users.csv"
+    wrong.write_text("\n".join(tiny.to_jsonl()) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="missing column") as err:
+        load_dataset(wrong)
+    assert "users.csv:1:" in str(err.value) and len(str(err.value)) < 800
 
 
 def test_unknown_extension(tmp_path: Path) -> None:

@@ -92,3 +92,54 @@ def register(app: typer.Typer) -> None:
         if s.get("budget_exhausted"):
             console.print(f"query budget exhausted for {s['budget_exhausted']} users", highlight=False)
         console.print(f"results in {out}/", highlight=False)
+
+    @app.command()
+    def ceiling(
+        data: Annotated[Path, DataArg],
+        detector: Annotated[Path, typer.Option("--detector", "-d", help="Model folder of the deployed detector (from `advseq train`).")],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result (per-user margins and witness posts) as JSON here.")] = None,
+        length: Annotated[int, typer.Option(help="Tokens of the relaxed post.")] = 10,
+        steps: Annotated[int, typer.Option(help="Adam steps per restart.")] = 300,
+        restarts: Annotated[int, typer.Option(help="Random restarts per user (the best one counts).")] = 1,
+        goal: Annotated[Goal, typer.Option(help="evasion or flip, as in `advseq attack`.")] = Goal.evasion,
+        placement: Annotated[Placement, typer.Option(help="append or replace-last, as in `advseq attack`.")] = Placement.append,
+        seed: Annotated[int, typer.Option(help="Seed of the random starts.")] = 0,
+        max_users: Annotated[int | None, typer.Option(help="Only a seeded sample of N test users.")] = None,
+        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = None,
+        lenient: Annotated[bool, LenientOpt] = False,
+    ) -> None:
+        """Estimate the best evasion rate ANY single written post can reach against a detector.
+
+        Optimises a relaxed post (a probability distribution over the detector's own
+        vocabulary at each position, which contains every text) by gradient descent for
+        each eligible test user. If the relaxed rate is low, no text attack that writes one
+        post can do better by searching harder. Needs a detector that reads soft tokens."""
+        from advseq.attack import AttackSpec
+        from advseq.ceiling import append_ceiling
+        from advseq.detector import load_detector
+        from advseq.errors import ConfigError
+        from advseq.evaluation import subset_users
+        from advseq.manifest import build_manifest, write_json
+        from advseq.training import recorded_split
+
+        ds = load(data, lenient=lenient)
+        split = recorded_split(detector, ds)
+        if split is None:
+            raise ConfigError(f"{data} is not the dataset the detector in {detector} was trained on "
+                              "(checksums differ); the ceiling is computed on its recorded test split")
+        det = load_detector(detector)
+        spec = AttackSpec(goal=goal.value, placement=placement.value)
+        res = append_ceiling(det, subset_users(split.test.users, max_users, seed), spec=spec,
+                             length=length, steps=steps, restarts=restarts, seed=seed, progress=progress)
+        if out is not None:
+            write_json(out, build_manifest({"command": "ceiling", "data": str(data), "detector": str(detector)},
+                                           seed=seed, result=res))
+        if res["n_eligible"] == 0:
+            console.print("no eligible users (the detector already gives every targeted user the goal verdict)")
+            return
+        console.print(f"{res['n_eligible']} eligible users of {res['n_users']} ({goal.value}, {placement.value}); "
+                      f"one written post of {res['length']} tokens:", highlight=False)
+        console.print(f"  relaxed ceiling (any mixture of the detector's words): {res['relaxed_rate']:.3f}", highlight=False)
+        console.print(f"  reached by real token posts (witnesses, scored as text): {res['token_rate']:.3f}",
+                      highlight=False)
+        console.print(f"  {res['seconds']:.0f} s" + (f"; per-user results in {out}" if out else ""), highlight=False)

@@ -97,15 +97,15 @@ def validate(
 @app.command()
 def convert(
     path: Annotated[Path, DataArg],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .jsonl file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl (advseq's format), .csv, .tsv or .parquet (long form, one row per post).")],
     lenient: Annotated[bool, LenientOpt] = False,
     fmt: Annotated[str | None, FormatOpt] = None,
 ) -> None:
-    """Convert any supported format (CSV/TSV/Parquet long form, PETGEN pickles) to advseq's JSON Lines."""
-    from advseq.io import save_jsonl
+    """Convert between formats: PETGEN pickles, JSON Lines and CSV/TSV/Parquet long form; the output format follows OUT's extension."""
+    from advseq.io import save_dataset
 
     ds = load(path, lenient=lenient, fmt=fmt)
-    save_jsonl(ds, out)
+    save_dataset(ds, out)
     console.print(f"wrote {len(ds)} users, {ds.n_posts} posts to {out} "
                   f"(sha256 of content {ds.checksum()[:16]}…)", highlight=False)
 

@@ -21,7 +21,36 @@ FORMATS = {
     ".pkl": "petgen", ".pickle": "petgen",
 }
 
-__all__ = ["FORMATS", "load_dataset", "save_jsonl", "detect_format"]
+__all__ = ["FORMATS", "load_dataset", "save_dataset", "save_jsonl", "detect_format"]
+
+WRITABLE = ("jsonl", "csv", "tsv", "parquet")
+
+
+def save_dataset(dataset: Dataset, path: str | Path) -> Path:
+    """Write ``dataset`` in the format its extension names (.jsonl, .csv, .tsv, .parquet),
+    atomically; PETGEN pickles are read-only."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt not in WRITABLE:
+        raise DataError(path, f"cannot write {path.suffix or 'a file without extension'!r}; "
+                              "use .jsonl, .csv, .tsv or .parquet")
+    if fmt == "jsonl":
+        return save_jsonl(dataset, path)
+    from advseq.io.tabular import save_table
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_table(dataset.users, Path(tmp), fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def detect_format(path: Path) -> tuple[Path, str]:

@@ -40,8 +40,10 @@ class _Pending:
 def _check_columns(columns: list[str], problems: Problems, **loc: Any) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise problems.error(f"missing column(s) {', '.join(missing)}; found {', '.join(columns)}",
-                             **loc)
+        shown = ", ".join(c if len(c) <= 40 else c[:37] + "..." for c in columns[:12])
+        more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
+        raise problems.error(f"missing column(s) {', '.join(missing)}; found {shown}{more} "
+                             "(is this a long-form table with a header row?)", **loc)
     if "position" not in columns and "timestamp" not in columns:
         raise problems.error("needs a 'position' or 'timestamp' column to order each user's posts",
                              **loc)
@@ -176,3 +178,26 @@ def _required(row: dict[str, Any], key: str, problems: Problems, loc: dict[str, 
 
 def _fmt(loc: dict[str, int]) -> str:
     return f"line {loc['line']}" if "line" in loc else f"row {loc['row']}"
+
+
+def save_table(users: Iterator[User] | list[User], path: Path, kind: str) -> None:
+    """Write users as a long-form table (one row per post, ``position`` from 0), the
+    format :func:`load_table` reads; ``kind`` is ``csv``, ``tsv`` or ``parquet``."""
+    rows = [{"user_id": u.user_id, "label": u.label, "position": i, "text": p.text,
+             "context": p.context, "timestamp": p.timestamp, "relevancy": p.relevancy}
+            for u in users for i, p in enumerate(u.posts)]
+    columns = ["user_id", "label", "position", "text", "context", "timestamp", "relevancy"]
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([
+            ("user_id", pa.string()), ("label", pa.int64()), ("position", pa.int64()), ("text", pa.string()),
+            ("context", pa.string()), ("timestamp", pa.float64()), ("relevancy", pa.float64())])), path)
+        return
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, delimiter="\t" if kind == "tsv" else ",")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                             for k, v in row.items()})

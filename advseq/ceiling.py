@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,37 @@ import torch
 from advseq.attack import AttackSpec
 from advseq.detector import Detector
 from advseq.errors import CapabilityError, ConfigError
-from advseq.schema import User
+from advseq.schema import Dataset, User
 from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
+
+CEILING_FILE = "ceiling.json"
+
+
+def run_ceiling(data: Dataset, detector_dir: str | Path, out: str | Path, *, spec: AttackSpec | None = None,
+                max_users: int | None = None, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """:func:`append_ceiling` on the recorded test users of the detector in
+    ``detector_dir`` (a seeded sample of ``max_users``), written to ``out/ceiling.json``
+    with a manifest."""
+    from advseq.detector import load_detector
+    from advseq.evaluation import subset_users
+    from advseq.manifest import build_manifest, write_json
+    from advseq.training import recorded_split
+
+    split = recorded_split(detector_dir, data)
+    if split is None:
+        raise ConfigError(f"{data.source or data.name} is not the dataset the detector in {detector_dir} "
+                          "was trained on (checksums differ); the ceiling uses its recorded test split")
+    res = append_ceiling(load_detector(detector_dir), subset_users(split.test.users, max_users, seed),
+                         spec=spec, seed=seed, **kw)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "manifest.json", build_manifest(
+        {"command": "ceiling", "detector": str(detector_dir), "max_users": max_users, **{
+            k: res[k] for k in ("length", "steps", "lr", "restarts", "spec")}},
+        seed=seed, data={"checksum": data.checksum()}))
+    write_json(out / CEILING_FILE, res)
+    return res
 
 
 def append_ceiling(detector: Detector, users: Sequence[User], *, spec: AttackSpec | None = None,

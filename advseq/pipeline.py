@@ -14,6 +14,8 @@ Config (TOML)::
     seed = 0
     quality = true                # text-quality metrics for every attack
     max_users = 0                 # 0 = every test user
+    ceiling = true                # per soft-token detector: the best evasion ANY one post reaches (advseq ceiling)
+    ceiling_steps = 300
 
     [[datasets]]
     name = "wiki"
@@ -100,6 +102,8 @@ class RunConfig:
     max_users: int | None = None
     goal: str = "evasion"
     placement: str = "append"
+    ceiling: bool = False
+    ceiling_steps: int = 300
     datasets: list[DatasetCfg] = field(default_factory=list)
     detectors: list[DetectorCfg] = field(default_factory=list)
     surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", "cnn"))
@@ -156,6 +160,7 @@ def load_config(source: str | Path | Mapping[str, Any], *, out: str | Path | Non
         split_seed=int(run.get("split_seed", 0)), quality=bool(run.get("quality", True)),
         max_users=int(run["max_users"]) if run.get("max_users") else None,
         goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
+        ceiling=bool(run.get("ceiling", False)), ceiling_steps=int(run.get("ceiling_steps", 300)),
         source=None if isinstance(source, Mapping) else str(path),
     )
     for i, d in enumerate(raw.get("datasets", [])):
@@ -226,7 +231,7 @@ def unit_key(kind: str, config: dict[str, Any], checksum: str, seed: int) -> str
 
 @dataclass
 class Unit:
-    kind: str                    # "detector" | "attack" | "retrain"
+    kind: str                    # "detector" | "ceiling" | "attack" | "retrain"
     label: str
     path: Path
     run: Callable[[], dict[str, Any]]
@@ -239,6 +244,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
     """Every unit of the matrix, in dependency order."""
     from advseq import registry
     from advseq.attack import AttackSpec, create_attack
+    from advseq.ceiling import CEILING_FILE, run_ceiling
     from advseq.evaluation import run_attack
     from advseq.retrain import ROUNDS_FILE, retrain_loop
     from advseq.training import METRICS_FILE, train_detector
@@ -264,6 +270,21 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             units.append(Unit("detector", f"{ds_cfg.name}: train {det.name}", path, train,
                               lambda p=path: (p / METRICS_FILE).exists(),
                               {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate}))
+        for det in cfg.detectors if cfg.ceiling else []:
+            if "gradient" not in registry.detectors.get(det.detector).capabilities:
+                continue          # the relaxation needs soft tokens; nothing to report otherwise
+            conf = {"detector": det.name, "spec": spec.to_dict(), "max_users": cfg.max_users,
+                    "steps": cfg.ceiling_steps}
+            path = cfg.out / "ceiling" / ds_cfg.name / f"{det.name}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
+
+            def ceiling(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path,
+                        dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
+                return run_ceiling(ds, dirs[det.name], path, spec=spec, steps=cfg.ceiling_steps,
+                                   max_users=cfg.max_users, seed=cfg.seed)
+
+            units.append(Unit("ceiling", f"{ds_cfg.name}: one-post ceiling of {det.name}", path, ceiling,
+                              lambda p=path: (p / CEILING_FILE).exists(),
+                              {"dataset": ds_cfg.name, "detector": det.name}))
         for det in cfg.detectors:
             caps = registry.detectors.get(det.detector).capabilities
             for atk in cfg.attacks:

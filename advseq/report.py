@@ -137,6 +137,15 @@ class RetrainResult:
 
 
 @dataclass
+class CeilingResult:
+    run: str
+    dataset: str
+    detector: str
+    status: str
+    data: dict[str, Any] | None     #: ceiling.json (advseq.ceiling.append_ceiling)
+
+
+@dataclass
 class Results:
     """Everything the report shows, gathered from one or more run folders."""
 
@@ -145,6 +154,7 @@ class Results:
     models: list[ModelResult]
     attacks: list[AttackResult]
     retrains: list[RetrainResult]
+    ceilings: list[CeilingResult] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:
@@ -238,7 +248,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
     def detlabel(run: RunInfo, dataset: str, det: str) -> str:
         return f"{det} ({run.name})" if len(det_runs.get((dataset, det), ())) > 1 else det
 
-    models, attacks, retrains = [], [], []
+    models, attacks, retrains, ceilings = [], [], [], []
     for run in runs:
         types = {d.get("name"): d.get("detector") for d in run.config.get("detectors", [])}
         types["surrogate"] = (run.config.get("surrogate") or {}).get("detector", "cnn")
@@ -265,6 +275,9 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                         res.records = _read_jsonl(path / "results.jsonl")
                         res.manifest = _read_json(path / "manifest.json")
                 attacks.append(res)
+            elif kind == "ceiling":
+                data = _read_json(path / "ceiling.json")
+                ceilings.append(CeilingResult(run.name, dataset, det, status if data else _missing(status), data))
             elif kind == "retrain":
                 data = _read_json(path / "rounds.json")
                 metrics_by_round, summaries = {}, {}
@@ -281,7 +294,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                     u.get("rounds"), status if data else _missing(status), path, data,
                     metrics_by_round, summaries, _read_json(path / "manifest.json"),
                     u.get("seconds")))
-    return Results(runs, datasets, models, attacks, retrains)
+    return Results(runs, datasets, models, attacks, retrains, ceilings)
 
 
 def _missing(status: str) -> str:
@@ -597,14 +610,16 @@ class _Builder:
         for run in self.res.runs:
             sec.blocks += self._what_was_run(run)
         rows = []
+        ceilings = {(c.dataset, c.detector): c.data for c in self.res.ceilings if c.data}
         for ds in self.dataset_names:
             for m in self.models(ds):
                 runs = [a for a in self.attacks(ds) if a.detector == m.label and a.ok]
                 rated = [a for a in runs if a.summary.get("evasion_rate") is not None]
                 f1 = (m.metrics or {}).get("f1")
+                ceil = fmt((ceilings.get((ds, m.label)) or {}).get("relaxed_rate"))
                 if not rated:
                     rows.append([ds, m.label, fmt(f1), "no attack with eligible users" if runs else "no attack ran",
-                                 DASH, DASH, DASH])
+                                 DASH, DASH, DASH, ceil])
                     continue
                 top = max(a.summary["evasion_rate"] for a in rated)
                 best = [a for a in rated if a.summary["evasion_rate"] == top]
@@ -612,14 +627,18 @@ class _Builder:
                 name = (", ".join(f"{a.attack} ({a.mode})" for a in best) if top > 0
                         else f"none evaded ({len(rated)} attack runs)")
                 rows.append([ds, m.label, fmt(f1), name, fmt(top),
-                             f"{worst.summary['n_eligible']}", fmt(worst.summary["after"]["f1"])])
+                             f"{worst.summary['n_eligible']}", fmt(worst.summary["after"]["f1"]), ceil])
         sec.blocks.append(Heading(3, "Headline"))
         if rows:
             sec.blocks.append(Table(
                 ["dataset", "detector", "clean F1", "most damaging attack (mode)", "evasion rate",
-                 "eligible users", "F1 under that attack"], rows, id="tbl-headline",
+                 "eligible users", "F1 under that attack", "one-post ceiling"], rows, id="tbl-headline",
                 caption="Per detector: its clean F1 on the test split and the attack run with the "
-                        "highest evasion rate (ties listed; F1 under attack from the worst of them).",
+                        "highest evasion rate (ties listed; F1 under attack from the worst of them). "
+                        "One-post ceiling: the evasion rate a relaxed post (any mixture of the "
+                        "detector's words at each position, which contains every text) reaches by "
+                        "gradient descent — about the most any attack that writes one post can do "
+                        "(`advseq ceiling`; – where not computed or the detector reads no soft tokens).",
                 text_cols=(3,)))
             top_rows = [r for r in rows if r[4] != DASH and float(r[4]) > 0]
             if top_rows:
@@ -802,6 +821,18 @@ class _Builder:
                                     fmt(s["attack_success_rate"]), fmt(s.get("goal_success_rate")),
                                     fmt(b), fmt(af), signed(af - b)])
                 cells[(a.detector, a.column)] = (s["evasion_rate"], s["attack_success_rate"], None)
+            for c in self.res.ceilings:
+                if c.dataset != ds:
+                    continue
+                base = ([c.run] if multi else []) + [c.detector, "one-post ceiling"]
+                if not c.data:
+                    rows.append(base + ["relaxed", f"{c.status} {mark('ceiling.json not found')}"] + [DASH] * 8)
+                    continue
+                d = c.data
+                rows.append(base + ["relaxed", c.status, fmt(d["n_users"]), fmt(d["n_eligible"]),
+                                    fmt(d["relaxed_rate"])] + [DASH] * 5)
+                rows.append(base + ["witness tokens", c.status, fmt(d["n_users"]), fmt(d["n_eligible"]),
+                                    fmt(d["token_rate"])] + [DASH] * 5)
             header = (["run"] if multi else []) + ["detector", "attack", "mode", "status", "users",
                                                    "eligible", "evasion rate", "attack success rate",
                                                    "goal success rate", "F1 before", "F1 after", "ΔF1"]
@@ -810,7 +841,10 @@ class _Builder:
                 header, rows, id=f"tbl-matrix-{_slug(ds)}", footnotes=foot,
                 caption="Evasion rate = share of the detected malicious users (eligible) judged benign "
                         "after the attack; attack success rate = share of all scored users whose "
-                        "correct verdict flipped; F1 on the attacked users before → after."))
+                        "correct verdict flipped; F1 on the attacked users before → after. "
+                        "One-post ceiling rows (when the run computed them): the evasion rate of a "
+                        "relaxed post optimised by gradient descent over the detector's vocabulary "
+                        "(relaxed) and of its arg-max words re-scored as text (witness tokens)."))
             det_rows = _order((a.detector for a in atks), [m.label for m in self.models(ds)])
             cols = _order((a.column for a in atks), [f"{x}/{m}" for x in dict.fromkeys(a.attack for a in atks)
                                                      for m in MODE_ORDER])

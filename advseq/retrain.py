@@ -8,9 +8,16 @@ Round 0 trains the detector on the training split. Every round ``r``:
 2. unless it is the last round, the same attacker writes a post for every malicious
    training user; those users, with the post appended, join the training set as extra
    examples (labels unchanged), and the detector is retrained on the augmented set. So
-   that "has an extra post" cannot become a malicious shortcut (nor the classes drift
-   apart in size), every benign training user joins too, with one of their own earlier
-   posts re-posted (the copycat post a benign user could write).
+   that neither "has an extra post" nor "the last post reads like the attacker's" can
+   become a malicious shortcut (nor the classes drift apart in size), every benign
+   training user joins too, with a post the same attacker writes for them (aiming at
+   the verdict they already have; attacks that stop once the goal holds, like HotFlip,
+   leave their starting post: one of the user's own earlier posts).
+
+   Measured on wiki (hlstm, PETGEN white-box): when benign users joined with a re-posted
+   earlier post instead, round 1's detector kept its F1 (0.605 -> 0.594) but PETGEN's
+   evasion rate rose from 0.41 to 0.98 — the detector learnt "a new-looking last post
+   means malicious" and so leaned on the one slot the attacker controls.
 
 ``rounds.json`` holds the per-round table; each round's detector and attack run are kept
 under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
@@ -18,7 +25,6 @@ under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -187,7 +193,7 @@ def _posts(raw: list[dict[str, Any]]) -> list[Any]:
 def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
                            attack_params: dict[str, Any], mode: str, spec: AttackSpec, seed: int,
                            rdir: Path) -> list[User]:
-    """The round's attacker writes a post for every malicious training user."""
+    """The round's attacker writes a post for every training user (see the module docstring)."""
     atk = create_attack(attack, seed=seed, **attack_params)
     if mode == "transfer":
         from advseq.evaluation import prepare_surrogate
@@ -210,13 +216,12 @@ def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
             posts[task.user_id] = output.post
     tag = f"adv{rdir.name.split('_')[-1]}"
     added = augment(targets, posts, tasks, tag)
-    # Balance: the users the attacker does not write for (benign ones under evasion)
-    # join with one of their own earlier posts re-posted, chosen by a seeded hash.
+    # Balance: the users the attacker does not target (benign ones under evasion) get a
+    # post from the same attacker too, aimed at the verdict they already have.
     others = [u for u in split.train if not spec.targets(u)]
     other_tasks = {u.user_id: spec.task(u) for u in others}
-    reposts = {}
-    for u in others:
-        pool = other_tasks[u.user_id].history.posts or u.posts
-        pick = int(hashlib.blake2b(f"{seed}|{u.user_id}".encode(), digest_size=4).hexdigest(), 16)
-        reposts[u.user_id] = pool[pick % len(pool)].text
-    return added + augment(others, reposts, other_tasks, tag)
+    for s in range(0, len(others), 32):
+        part = [other_tasks[u.user_id] for u in others[s:s + 32]]
+        for task, output in zip(part, atk.run(part, threat), strict=True):
+            posts[task.user_id] = output.post
+    return added + augment(others, posts, other_tasks, tag)

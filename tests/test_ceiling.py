@@ -67,10 +67,11 @@ def test_ceiling_needs_soft_tokens(demo, tmp_path) -> None:
 def test_ceiling_cli(demo, cnn_dir, tmp_path) -> None:
     from advseq.paths import demo_data
 
-    out = tmp_path / "ceiling.json"
+    out = tmp_path / "ceiling"
     r = CliRunner().invoke(app, ["ceiling", str(demo_data()), "-d", str(cnn_dir), "--steps", "20",
                                  "--length", "6", "--max-users", "40", "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "relaxed ceiling" in r.output
-    saved = json.loads(out.read_text())
-    assert saved["result"]["length"] == 6 and saved["seed"] == 0
+    saved = json.loads((out / "ceiling.json").read_text())
+    assert saved["length"] == 6 and saved["n_users"] == 40
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 0

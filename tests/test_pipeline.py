@@ -121,3 +121,31 @@ def test_retrain_loop(tmp_path: Path) -> None:
     assert rows and all("#adv0" in r["user_id"] for r in rows)
     assert {r["label"] for r in rows} == {0, 1}  # benign users join too (balance)
     assert "f1_change" in res and (tmp_path / "rt" / "rounds.json").exists()
+
+
+def test_retrain_gives_benign_users_the_attackers_post_too(tmp_path: Path) -> None:
+    """Benign training users join with a post the same attacker writes (aimed at benign),
+    so "the last post reads like the attacker's" cannot become a malicious shortcut."""
+    from advseq import registry
+    from advseq.attack import Attack, AttackOutput
+
+    class Signature(Attack):
+        name = "signature-test"
+        requires = frozenset()
+
+        def __init__(self, seed: int = 0) -> None:
+            self.seed = seed
+
+        def run(self, tasks, threat):  # type: ignore[no-untyped-def]
+            return [AttackOutput(f"attacker wrote for {t.user_id} aiming at {t.target}") for t in tasks]
+
+    registry.attacks.register("signature-test", Signature)
+    ds = load_dataset(demo_data())
+    retrain_loop(ds, "tfidf-lr", "signature-test", tmp_path / "rt", rounds=1, seed=0, max_users=24, mode="score",
+                 progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "rt" / "round_0" / "augmented.jsonl").read_text().splitlines()]
+    by_label = {0: [r for r in rows if r["label"] == 0], 1: [r for r in rows if r["label"] == 1]}
+    assert by_label[0] and by_label[1]
+    for r in rows:
+        uid = r["user_id"].split("#")[0]
+        assert r["posts"][-1]["text"] == f"attacker wrote for {uid} aiming at 0"

@@ -30,6 +30,8 @@ CONFIG = f"""
 name = "fixture"
 quality = false
 max_users = 16
+ceiling = true
+ceiling_steps = 30
 
 [[datasets]]
 name = "mini"
@@ -243,6 +245,15 @@ def test_tables_equal_the_json_results(run_dir: Path, report: dict[str, Any]) ->
         cost = rows_by(page.tables["tbl-cost-mini"], 3)[(u["detector"], u["attack"], u["mode"])]
         assert same(cost["queries mean"], s["queries_mean"])
         assert same(cost["attack s"], s["attack_seconds"])
+    # one-post ceiling: cnn reads soft tokens, tfidf-lr does not (no unit, a dash)
+    ceil = [u for u in index if u["kind"] == "ceiling"]
+    assert [u["detector"] for u in ceil] == ["cnn"]
+    c = load(run_dir / ceil[0]["path"] / "ceiling.json")
+    assert same(matrix[("cnn", "one-post ceiling", "relaxed")]["evasion rate"], c["relaxed_rate"])
+    assert same(matrix[("cnn", "one-post ceiling", "witness tokens")]["evasion rate"], c["token_rate"])
+    head = rows_by(page.tables["tbl-headline"], 2)
+    assert same(head[("mini", "cnn")]["one-post ceiling"], c["relaxed_rate"])
+    assert head[("mini", "tfidf-lr")]["one-post ceiling"] == "–"
     # shortcut audit
     info = load(run_dir / "datasets" / "mini" / "info.json")
     audit = rows_by(page.tables["tbl-audit-mini"], 1)

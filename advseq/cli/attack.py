@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
     def ceiling(
         data: Annotated[Path, DataArg],
         detector: Annotated[Path, typer.Option("--detector", "-d", help="Model folder of the deployed detector (from `advseq train`).")],
-        out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result (per-user margins and witness posts) as JSON here.")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for ceiling.json (per-user margins and witness posts) and manifest.json [default: DETECTOR/ceiling].")] = None,
         length: Annotated[int, typer.Option(help="Tokens of the relaxed post.")] = 10,
         steps: Annotated[int, typer.Option(help="Adam steps per restart.")] = 300,
         restarts: Annotated[int, typer.Option(help="Random restarts per user (the best one counts).")] = 1,
@@ -115,25 +115,13 @@ def register(app: typer.Typer) -> None:
         each eligible test user. If the relaxed rate is low, no text attack that writes one
         post can do better by searching harder. Needs a detector that reads soft tokens."""
         from advseq.attack import AttackSpec
-        from advseq.ceiling import append_ceiling
-        from advseq.detector import load_detector
-        from advseq.errors import ConfigError
-        from advseq.evaluation import subset_users
-        from advseq.manifest import build_manifest, write_json
-        from advseq.training import recorded_split
+        from advseq.ceiling import run_ceiling
 
         ds = load(data, lenient=lenient)
-        split = recorded_split(detector, ds)
-        if split is None:
-            raise ConfigError(f"{data} is not the dataset the detector in {detector} was trained on "
-                              "(checksums differ); the ceiling is computed on its recorded test split")
-        det = load_detector(detector)
         spec = AttackSpec(goal=goal.value, placement=placement.value)
-        res = append_ceiling(det, subset_users(split.test.users, max_users, seed), spec=spec,
-                             length=length, steps=steps, restarts=restarts, seed=seed, progress=progress)
-        if out is not None:
-            write_json(out, build_manifest({"command": "ceiling", "data": str(data), "detector": str(detector)},
-                                           seed=seed, result=res))
+        out = out or Path(detector) / "ceiling"
+        res = run_ceiling(ds, detector, out, spec=spec, max_users=max_users, seed=seed, length=length,
+                          steps=steps, restarts=restarts, progress=progress)
         if res["n_eligible"] == 0:
             console.print("no eligible users (the detector already gives every targeted user the goal verdict)")
             return
@@ -142,4 +130,4 @@ def register(app: typer.Typer) -> None:
         console.print(f"  relaxed ceiling (any mixture of the detector's words): {res['relaxed_rate']:.3f}", highlight=False)
         console.print(f"  reached by real token posts (witnesses, scored as text): {res['token_rate']:.3f}",
                       highlight=False)
-        console.print(f"  {res['seconds']:.0f} s" + (f"; per-user results in {out}" if out else ""), highlight=False)
+        console.print(f"  {res['seconds']:.0f} s; per-user results in {out}/ceiling.json", highlight=False)

@@ -317,7 +317,9 @@ class TorchDetector(Detector):
         seconds = time.perf_counter() - t0
         assert best_state is not None
         self.module_.load_state_dict(best_state)
-        self.module_.eval()
+        # A fitted detector is frozen: gradients flow through it (white-box attacks) but are
+        # never computed for its own weights, which would cost every attack step dearly.
+        self.module_.eval().requires_grad_(False)
         epochs_run = len(history)
         self.fit_info_ = {
             "epochs": epochs_run, "best_epoch": best_epoch, "history": history,
@@ -362,7 +364,7 @@ class TorchDetector(Detector):
             module.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         except RuntimeError as err:
             raise ConfigError(f"{path / WEIGHTS_FILE} does not fit {type(self).__name__}: {err}") from None
-        self.module_ = module.to(self.torch_device).eval()
+        self.module_ = module.to(self.torch_device).eval().requires_grad_(False)
 
 
 class NeuralDetector(TorchDetector, SoftPostDetector):

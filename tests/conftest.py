@@ -61,6 +61,20 @@ def demo() -> Dataset:
     return load_dataset(demo_data())
 
 
+SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
+             "max_tokens": 24}
+
+
+@pytest.fixture(scope="session")
+def cnn_dir(demo: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cnn trained once on the demo data (seed 0); tests must not write into it."""
+    from advseq.training import train_detector
+
+    out = tmp_path_factory.mktemp("cnn")
+    train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
+    return out
+
+
 def real_data(name: str) -> Path:
     """Path of a shared real dataset, or skip the test with the reason."""
     path = shared_dataset(name)

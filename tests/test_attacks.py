@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -20,17 +19,9 @@ from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_atta
 from advseq.paths import demo_data
 from advseq.schema import Post, User
 from advseq.training import train_detector
+from tests.conftest import SMALL_CNN
 
 runner = CliRunner()
-SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
-             "max_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def cnn_dir(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cnn")
-    train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
-    return out
 
 
 def attack(demo, cnn_dir, name, out, **kw):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -15,16 +14,6 @@ from advseq.detector import load_detector
 from advseq.errors import CapabilityError
 from advseq.evaluation import run_attack
 from advseq.training import recorded_split, train_detector
-
-SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
-             "max_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def cnn_dir(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cnn")
-    train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
-    return out
 
 
 def test_ceiling_eligibility_witnesses_and_determinism(demo, cnn_dir, tmp_path) -> None:

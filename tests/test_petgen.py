@@ -93,8 +93,10 @@ def test_same_seed_same_generator(split, cnn_dir: Path) -> None:
     PETGEN(**{**params, "adv_steps": 0}).fit(train, threat, progress=False)
     a = PETGEN(**params).fit(train, threat, progress=False)
     b = PETGEN(**params).fit(train, threat, progress=False)
+    # Equal up to float summation order: under CPU load OpenMP may split a reduction over
+    # fewer threads, which changes the last bits (seen once in a full-suite run under load).
     for (name, x), (_, y) in zip(a.generator_.state_dict().items(), b.generator_.state_dict().items(), strict=True):
-        assert torch.equal(x, y), name
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-6), name
 
 
 def test_attack_term_needs_gradient(split, cnn_dir: Path) -> None:

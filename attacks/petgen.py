@@ -84,7 +84,7 @@ class PETGENAttack(Attack):
                 "lm": self.lm, "seed": self.seed, "device": self.device}
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
-        from advseq.petgen.model import PETGEN
+        from advseq.petgen.model import PETGEN, TRAINING_VERSION
 
         self._ranker: ThreatModel | None = None
         trainer_threat = threat
@@ -99,6 +99,7 @@ class PETGENAttack(Attack):
         from advseq.runtime import advseq_home
 
         key = {"params": self._model_params(), "spec": spec.to_dict(), "train": train.checksum(),
+               "training_version": TRAINING_VERSION,
                "threat": trainer_threat.fingerprint}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         state = advseq_home() / "cache" / "petgen" / digest

@@ -64,6 +64,9 @@ from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
 
 FORMAT = "advseq-petgen/1"
+#: Part of every cache key of trained generators: bump it when training changes, so that a
+#: generator cached by older code is never reused as if it were this code's.
+TRAINING_VERSION = 2
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -161,7 +164,8 @@ class PETGEN(Configurable):
     def _mle_key(self, train: Dataset) -> str:
         params = {k: self.get_params()[k] for k in ("n_prefix", "max_posts", "mle_positions",
                                                     "mle_epochs", "mle_lr", "batch_size", "lm", "seed")}
-        h = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+        h = hashlib.sha256(json.dumps({**params, "training_version": TRAINING_VERSION},
+                                      sort_keys=True).encode()).hexdigest()[:12]
         return f"{train.checksum()[:16]}-{h}"
 
     def _pretrain(self, train: Dataset, progress: bool | None) -> None:

@@ -207,21 +207,14 @@ def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
     # The round's test attack left its trained state here (e.g. PETGEN's generator): reuse it.
     atk.workdir = rdir / "attack" / "attack_state"
     atk.prepare(split.train, threat, spec)
-    targets = [u for u in split.train if spec.targets(u)]
-    tasks = {u.user_id: spec.task(u) for u in targets}
+    # Every training user gets the attacker's post: the targeted ones (malicious under
+    # evasion) as attacked examples, the others aimed at the verdict they already have, so
+    # that the attacker's writing cannot become the label signal.
+    users = [u for u in split.train if spec.targets(u)] + [u for u in split.train if not spec.targets(u)]
+    tasks = {u.user_id: spec.task(u) for u in users}
     posts: dict[str, str] = {}
-    for s in range(0, len(targets), 32):
-        part = [tasks[u.user_id] for u in targets[s:s + 32]]
+    for s in range(0, len(users), 32):
+        part = [tasks[u.user_id] for u in users[s:s + 32]]
         for task, output in zip(part, atk.run(part, threat), strict=True):
             posts[task.user_id] = output.post
-    tag = f"adv{rdir.name.split('_')[-1]}"
-    added = augment(targets, posts, tasks, tag)
-    # Balance: the users the attacker does not target (benign ones under evasion) get a
-    # post from the same attacker too, aimed at the verdict they already have.
-    others = [u for u in split.train if not spec.targets(u)]
-    other_tasks = {u.user_id: spec.task(u) for u in others}
-    for s in range(0, len(others), 32):
-        part = [other_tasks[u.user_id] for u in others[s:s + 32]]
-        for task, output in zip(part, atk.run(part, threat), strict=True):
-            posts[task.user_id] = output.post
-    return added + augment(others, posts, other_tasks, tag)
+    return augment(users, posts, tasks, f"adv{rdir.name.split('_')[-1]}")

@@ -44,14 +44,10 @@ def run_ceiling(data: Dataset, detector_dir: str | Path, out: str | Path, *, spe
     ``detector_dir`` (a seeded sample of ``max_users``), written to ``out/ceiling.json``
     with a manifest."""
     from advseq.detector import load_detector
-    from advseq.evaluation import subset_users
+    from advseq.evaluation import require_recorded_split, subset_users
     from advseq.manifest import build_manifest, write_json
-    from advseq.training import recorded_split
 
-    split = recorded_split(detector_dir, data)
-    if split is None:
-        raise ConfigError(f"{data.source or data.name} is not the dataset the detector in {detector_dir} "
-                          "was trained on (checksums differ); the ceiling uses its recorded test split")
+    split = require_recorded_split(detector_dir, data, "the ceiling is computed on")
     res = append_ceiling(load_detector(detector_dir), subset_users(split.test.users, max_users, seed),
                          spec=spec, seed=seed, **kw)
     out = Path(out)

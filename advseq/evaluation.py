@@ -132,11 +132,7 @@ def run_attack(
     if surrogate is not None and mode != "transfer":
         raise ConfigError("--surrogate only applies to --mode transfer")
     deployed = load_detector(detector_dir)
-    split = recorded_split(detector_dir, data)
-    if split is None:
-        raise ConfigError(f"{data.source or data.name} is not the dataset the detector in "
-                          f"{detector_dir} was trained on (checksums differ); attacks run on "
-                          "that detector's recorded test split")
+    split = require_recorded_split(detector_dir, data, "attacks run on")
     test = subset_users(split.test.users, max_users, seed)
     atk = create_attack(attack, seed=seed, **(attack_params or {}))
 
@@ -227,6 +223,17 @@ def run_attack(
         config, seed=seed, data=data_record(data), surrogate=surrogate_info,
         threat=threat.describe(), attack_paper=atk.paper))
     return summary
+
+
+def require_recorded_split(detector_dir: str | Path, data: Dataset, what: str) -> Any:
+    """The train/test split the detector in ``detector_dir`` recorded for ``data``, or a
+    clear error when ``data`` is not the dataset it was trained on."""
+    split = recorded_split(detector_dir, data)
+    if split is None:
+        raise ConfigError(f"{data.source or data.name} is not the dataset the detector in "
+                          f"{detector_dir} was trained on (checksums differ); {what} "
+                          "that detector's recorded test split")
+    return split
 
 
 def subset_users(users: Sequence[User], max_users: int | None, seed: int) -> list[User]:

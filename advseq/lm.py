@@ -389,14 +389,15 @@ class PostLM(Configurable):
     @torch.no_grad()
     def generate_ids(self, prefix_embeds: torch.Tensor, prefix_mask: torch.Tensor,
                      uniforms: torch.Tensor, *, temperature: float = 1.0,
-                     top_p: float = 0.9) -> torch.Tensor:
+                     top_p: float = 0.9, max_repeats: int | None = None) -> torch.Tensor:
         """Sample continuations of left-padded prefixes given as embeddings (no gradients).
 
         ``prefix_embeds [B, L, E]`` (e.g. :meth:`embed` of :meth:`prefix` ids, or a
         generator's own conditioning vectors), ``prefix_mask [B, L]`` (1 = real),
         ``uniforms [B, T]`` in [0, 1): row ``b``'s random draw at step ``t`` (inverse-CDF
-        sampling, so rows are independent of each other). Returns ids ``[B, T]``: each
-        row's tokens, then ``<eos>``, then ``<pad>``.
+        sampling, so rows are independent of each other). ``max_repeats``: a token already
+        written that many times in a row's post is barred from it (no "😂 😂 😂 ..." runs).
+        Returns ids ``[B, T]``: each row's tokens, then ``<eos>``, then ``<pad>``.
         """
         self._check_fitted()
         model = self.model_.eval()
@@ -419,6 +420,11 @@ class PostLM(Configurable):
             if temperature != 1.0:
                 logits.div_(temperature)
             logits.index_fill_(1, first if t == 0 else barred, -math.inf)
+            if max_repeats and t >= max_repeats:
+                prev = tokens[:, :t]
+                full = (prev[:, :, None] == prev[:, None, :]).sum(-1) >= max_repeats   # [B, t]
+                rows, cols = full.nonzero(as_tuple=True)
+                logits[rows, prev[rows, cols]] = -math.inf
             tok = _nucleus(logits, uniforms[:, t], top_p).masked_fill(done, Vocabulary.pad_id)
             tokens[:, t] = tok
             done |= tok == Vocabulary.eos_id

@@ -19,7 +19,11 @@ query labels in the surrogate's order within the budget (label mode).
 Deviation (an addition to the paper): when the attacker has gradients (white-box, or its
 surrogate in transfer mode), the chosen post is refined by up to ``refine_flips`` HotFlip
 substitutions, each restricted to the ``refine_top_k`` words the generator itself ranks
-most likely at that position for this user; ``refine_flips=0`` gives the paper's attack.
+most likely at that position for this user. The ``refine_starts`` candidates the detector
+scores closest to the goal are refined side by side and the best result is kept (on wiki's
+hlstm, 8 starts, top 100 words and 10 flips move PETGEN from 20 to 23 of 49 evaded users,
+one more than HotFlip; 1 start, top 20 words and 5 flips reach 20). ``refine_flips=0``
+gives the paper's attack.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,16 +52,19 @@ class PETGENAttack(Attack):
     default_recency = True
 
     def __init__(self, *, generator: str | None = None, candidates: int = 32,
-                 temperature: float = 1.0, top_p: float = 0.9, adv_steps: int = 60,
+                 temperature: float = 1.0, top_p: float = 0.9, max_repeats: int | None = 4,
+                 adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
-                 rounds: int = 3, refine_flips: int = 5, refine_top_k: int = 20, w_attack: float = 1.0,
+                 rounds: int = 3, refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
+                 w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
                  lm: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
         self.generator = generator
         self.candidates = candidates
         self.temperature = temperature
         self.top_p = top_p
+        self.max_repeats = max_repeats
         self.adv_steps = adv_steps
         self.mle_epochs = mle_epochs
         self.gan = gan
@@ -67,6 +75,7 @@ class PETGENAttack(Attack):
         self.rounds = rounds
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
+        self.refine_starts = refine_starts
         self.w_attack = w_attack
         self.w_gan = w_gan
         self.w_mle = w_mle
@@ -77,6 +86,7 @@ class PETGENAttack(Attack):
 
     def _model_params(self) -> dict[str, Any]:
         return {"candidates": self.candidates, "temperature": self.temperature, "top_p": self.top_p,
+                "max_repeats": self.max_repeats,
                 "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
                 "select": self.select, "rounds": self.rounds,
@@ -92,7 +102,8 @@ class PETGENAttack(Attack):
             trainer_threat = self._ranker = self._surrogate(train)
         if self.generator is not None:
             self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
-                                      temperature=self.temperature, top_p=self.top_p)
+                                      temperature=self.temperature, top_p=self.top_p,
+                                      max_repeats=self.max_repeats)
             return
         # Generators are cached by everything they depend on, so a resumed run, another
         # deployed detector attacked through the same surrogate, or a later run reuse them.
@@ -132,16 +143,19 @@ class PETGENAttack(Attack):
         if not hasattr(self, "model_"):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
-        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker)
+        runners_up: list[list[str]] = []
+        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker, runners_up=runners_up)
         if self.refine_flips and threat.has("gradient"):
-            outputs = self._refine(tasks, outputs, threat)
+            outputs = self._refine(tasks, outputs, runners_up, threat)
         return outputs
 
     def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
-                threat: ThreatModel) -> list[AttackOutput]:
+                runners_up: Sequence[Sequence[str]], threat: ThreatModel) -> list[AttackOutput]:
         """Gradient refinement of the chosen posts (white-box or on the surrogate): HotFlip
         substitutions, but only to words the generator itself finds plausible at that
-        position for this user (its ``refine_top_k`` most likely), so the text stays text."""
+        position for this user (its ``refine_top_k`` most likely), so the text stays text.
+        The ``refine_starts`` candidates closest to the goal are refined side by side and
+        the refined post closest to the goal is kept."""
         import torch
 
         from attacks.hotflip import hotflip_search
@@ -149,13 +163,15 @@ class PETGENAttack(Attack):
 
         vocab = threat.vocab
         T = min(min(t.max_tokens for t in tasks), threat.max_post_tokens)
-        todo = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
-                if (o.info.get("score", 1.0 - t.target) >= 0.5) == bool(1 - t.target)]
-        if not todo:
+        # (output index, start post) for every user whose chosen post misses the goal
+        starts = [(i, post) for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
+                  if (o.info.get("score", 1.0 - t.target) >= 0.5) == bool(1 - t.target)
+                  for post in [o.post, *runners_up[i][: max(0, self.refine_starts - 1)]]]
+        if not starts:
             return outputs
-        sub_tasks = [tasks[i] for i in todo]
-        posts = [encode_post(outputs[i].post, vocab, T) for i in todo]
-        plausible = self.model_.plausible_tokens(sub_tasks, [outputs[i].post for i in todo], self.refine_top_k)
+        sub_tasks = [tasks[i] for i, _ in starts]
+        posts = [encode_post(post, vocab, T) for _, post in starts]
+        plausible = self.model_.plausible_tokens(sub_tasks, [post for _, post in starts], self.refine_top_k)
         allowed = []
         for post, words in zip(posts, plausible, strict=True):
             mask = torch.zeros(len(post.ids), len(vocab), dtype=torch.bool)
@@ -166,12 +182,30 @@ class PETGENAttack(Attack):
             allowed.append(mask)
         refined = hotflip_search(sub_tasks, posts, threat, beam_width=2, candidates=10,
                                  max_flips=self.refine_flips, allowed=allowed)
+        best: dict[int, AttackOutput] = {}
+        for (i, _), r, post in zip(starts, refined, posts, strict=True):
+            if self.max_repeats and _most_repeated(r.post, vocab, T) > max(self.max_repeats, _most_repeated_ids(post.ids)):
+                continue             # flips that pile up one word: not a post a user writes
+            gap = abs(r.info["surrogate_prob"] - tasks[i].target)
+            if i not in best or gap < abs(best[i].info["surrogate_prob"] - tasks[i].target):
+                best[i] = r
         out = list(outputs)
-        for i, r in zip(todo, refined, strict=True):
+        for i, r in best.items():
             out[i] = AttackOutput(r.post, r.status if r.status != "ok" else outputs[i].status,
                                   {**outputs[i].info, "refine_flips": r.info.get("flips", 0),
                                    "score": r.info.get("surrogate_prob")})
         return out
+
+
+def _most_repeated_ids(ids: Sequence[int]) -> int:
+    return max(Counter(ids).values(), default=0)
+
+
+def _most_repeated(post: str, vocab: Any, max_tokens: int) -> int:
+    """How often the post's most frequent detector token occurs in it."""
+    from attacks.token_search import encode_post
+
+    return _most_repeated_ids(encode_post(post, vocab, max_tokens).ids)
 
 
 class MALCOMAttack(PETGENAttack):

@@ -13,7 +13,7 @@ from advseq.errors import ConfigError
 from advseq.lm import PostLM, post_pairs, reference_lm
 from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
-from advseq.text import Tokenizer
+from advseq.text import SPECIALS, Tokenizer
 
 SMALL = dict(n_layer=1, n_embd=32, n_head=2, max_context_tokens=8, max_post_tokens=12,
              epochs=6, batch_size=16, lr=1e-2, patience=6, seed=0)
@@ -74,6 +74,22 @@ def test_sample_deterministic_nonempty_and_bounded(lm: PostLM) -> None:
     long = "page about fresh fish and green grass and red apples and warm bread"
     assert lm.sample([None, "page about fresh fish"], seed=4) == \
         lm.sample([None, "page about fresh fish", long], seed=4)[:2]
+
+
+def test_max_repeats_bars_tokens_already_written(lm: PostLM) -> None:
+    ids, mask = lm.prefix(["page about fresh fish", None] * 16)
+    uniforms = torch.rand(32, SMALL["max_post_tokens"], generator=torch.Generator().manual_seed(0),
+                          dtype=torch.float64)
+    # High temperature and a flat nucleus: unconstrained samples repeat tokens.
+    free = lm.generate_ids(lm.embed(ids), mask, uniforms, temperature=3.0, top_p=1.0)
+    capped = lm.generate_ids(lm.embed(ids), mask, uniforms, temperature=3.0, top_p=1.0, max_repeats=1)
+
+    def most_repeated(row: list[int]) -> int:
+        words = [i for i in row if i >= len(SPECIALS)]          # post tokens only
+        return max((words.count(i) for i in words), default=0)
+
+    assert max(most_repeated(r) for r in free.tolist()) > 1
+    assert max(most_repeated(r) for r in capped.tolist()) == 1
 
 
 def test_sampled_softmax_training(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,10 @@ Training (:meth:`PETGEN.fit`):
    context), plus an MLE term on the real last post that keeps the text fluent.
 
 Writing (:meth:`PETGEN.write`): ``candidates`` posts are sampled per user and the one
-the detector (or the surrogate) finds closest to the goal is kept, within the budget.
+the detector (or the surrogate) finds closest to the goal is kept, within the budget. No token is sampled more than
+``max_repeats`` times in one post: without that cap, best-of-k selection on pan19-bots-en
+distilled the generator into "happy 😂 😂 😂 ..." (a cnn reads the emoji as human), a
+post no reader would take for the user's.
 
 Improvements over the paper, for CPU budgets: a GPT-2 decoder warm-started from a
 language model of the same posts, every post position used for MLE, one optimiser step
@@ -66,7 +69,7 @@ from advseq.threat import ThreatModel
 FORMAT = "advseq-petgen/1"
 #: Part of every cache key of trained generators: bump it when training changes, so that a
 #: generator cached by older code is never reused as if it were this code's.
-TRAINING_VERSION = 2
+TRAINING_VERSION = 3
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -86,8 +89,11 @@ def task_example(task: AttackTask) -> CondExample:
     realism reference)."""
     user = task.user
     flags = _flags(task.history.posts, task.context, user.posts[-1].context)
-    if len(task.history.posts) == len(user.posts) and task.context == user.posts[-1].context:
+    if (len(task.history.posts) == len(user.posts) and task.context is not None
+            and task.context == user.posts[-1].context):
         flags[-1] = 1.0  # append: the real last post is on the target context
+    # Without contexts (tweets) nothing is relevant: the relevancy term and relevancy
+    # attention stay off, as in pre-training, instead of treating "no context" as one context.
     return CondExample(task.history.posts, task.context, user.posts[-1].text, float(task.target), flags)
 
 
@@ -118,6 +124,7 @@ class PETGEN(Configurable):
                  select: bool = True, rounds: int = 3, select_k: int = 16, select_epochs: int = 3,
                  select_real_share: float = 0.25,
                  candidates: int = 32, temperature: float = 1.0, top_p: float = 0.9,
+                 max_repeats: int | None = 4,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
         self.max_posts = max_posts
@@ -147,6 +154,7 @@ class PETGEN(Configurable):
         self.candidates = candidates
         self.temperature = temperature
         self.top_p = top_p
+        self.max_repeats = max_repeats
         self.lm = lm
         self.seed = seed
         self.device = device
@@ -276,7 +284,8 @@ class PETGEN(Configurable):
         emb, mask = self.generator_.prefix(b)
         emb = emb.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
-        ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=self.temperature, top_p=self.top_p)
+        ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=self.temperature, top_p=self.top_p,
+                                    max_repeats=self.max_repeats)
         T = min(tasks[0].max_tokens, self.lm_.max_post_tokens)
         texts = [self.lm_.decode(row, T) for row in ids.cpu().tolist()]
         return [texts[i * k:(i + 1) * k] for i in range(len(tasks))]
@@ -300,10 +309,13 @@ class PETGEN(Configurable):
         return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
-              ranker: ThreatModel | None = None) -> list[AttackOutput]:
+              ranker: ThreatModel | None = None, runners_up: list[list[str]] | None = None) -> list[AttackOutput]:
         """Sample ``candidates`` posts per task and keep the one closest to the goal: by the
         threat model's scores when granted; with labels only, candidates are ranked by
-        ``ranker`` (the attacker's surrogate) and label-queried in that order."""
+        ``ranker`` (the attacker's surrogate) and label-queried in that order.
+
+        ``runners_up``, when given, receives for every task the other scored candidates,
+        closest to the goal first (empty where no scores were granted)."""
         k = self.candidates
         T = self.lm_.max_post_tokens
         uniforms = torch.from_numpy(np.concatenate([r.random((k, T)) for r in rngs]))
@@ -317,13 +329,18 @@ class PETGEN(Configurable):
                 if left is not None and left < len(posts):
                     posts, status = posts[:max(1, left)], "budget_exhausted"
                 p = threat.score([task.with_post(c) for c in posts])
-                best = int(np.argmin(np.abs(p - task.target)))
+                order = np.argsort(np.abs(p - task.target), kind="stable")
+                best = int(order[0])
+                if runners_up is not None:
+                    runners_up.append([posts[i] for i in order[1:]])
                 outputs.append(AttackOutput(posts[best], status if abs(p[best] - task.target) >= 0.5 else "ok",
                                             {"candidates": len(posts), "score": round(float(p[best]), 6)}))
                 continue
             if ranker is not None:
                 rp = ranker.score([task.with_post(c) for c in posts])
                 posts = [posts[i] for i in np.argsort(np.abs(rp - task.target), kind="stable")]
+            if runners_up is not None:
+                runners_up.append([])
             chosen, info = posts[0], {"candidates": len(posts)}
             if threat.has("label"):
                 for c in posts:

@@ -61,10 +61,14 @@ METRICS = (
     "perplexity_judge", "perplexity_ref",
     "topic_sim_context", "topic_sim_recent", "topic_sim_same_context",
     "style_similarity",
-    "copy_exact", "copy_near",
+    "copy_exact", "copy_near", "repetitive",
 )
 #: word-set Jaccard similarity at or above which a post counts as a near copy
 NEAR_COPY_JACCARD = 0.8
+#: a post of 4+ words is repetitive when one word makes up more than this share of them
+#: (under 1% of real posts on wiki and pan19-bots-en); a judge LM finds such runs
+#: ("happy 😂 😂 😂 ...") very likely, so perplexity alone would call them fluent
+REPETITIVE_SHARE = 0.5
 
 _TOKENIZER = Tokenizer()
 
@@ -350,6 +354,15 @@ def topic_models(data: Dataset, *, seed: int = 0,
 
 # --------------------------------------------------------------------------- copies
 
+def repetitive_flags(posts: Sequence[str]) -> np.ndarray:
+    """Per post: does one word make up more than :data:`REPETITIVE_SHARE` of its 4+ words?"""
+    out = np.zeros(len(posts), dtype=bool)
+    for i, post in enumerate(posts):
+        words = bleu_tokens(post)
+        out[i] = len(words) >= 4 and Counter(words).most_common(1)[0][1] > REPETITIVE_SHARE * len(words)
+    return out
+
+
 def _copy_key(text: str) -> str:
     return " ".join(bleu_tokens(text))
 
@@ -497,6 +510,7 @@ def quality_metrics(items: Sequence[QualityItem], refs: Sequence[str], *,
     if corpus is not None:
         exact, near = copy_flags(posts, [it.history_texts for it in items], corpus)
         out["copy_exact"], out["copy_near"] = _round(exact.mean()), _round(near.mean())
+    out["repetitive"] = _round(float(repetitive_flags(posts).mean()))
     return out
 
 
@@ -589,6 +603,8 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
     notes.append(f"copy_exact / copy_near: share of posts that repeat (same tokens / word-set Jaccard "
                  f">= {NEAR_COPY_JACCARD}) one of the {len(corpus)} training posts or the user's own "
                  "earlier posts")
+    notes.append(f"repetitive: share of posts of 4+ words in which one word makes up more than "
+                 f"{REPETITIVE_SHARE:.0%} of the words")
     attack = quality_metrics(attack_items, refs, topics=topics, judge=judge_obj, ref_lm=lm,
                              corpus=corpus, seed=seed)
     real = quality_metrics(real_items, refs, leave_out=leave_out, topics=topics, judge=judge_obj,

@@ -918,7 +918,9 @@ class _Builder:
             "(lower = more diverse); perplexity (judge = an LM advseq did not train; ref = advseq's "
             "reference LM): lower = more fluent; topic_sim / style_similarity: closeness to the "
             "target context, the user's recent or same-context posts, and the user's style "
-            "(higher = closer). The italic row under each group is the same users' real last posts.",
+            "(higher = closer); copy_exact / copy_near: shares of copied posts; repetitive: share "
+            "of posts in which one word is more than half of the words (degenerate text a judge "
+            "LM finds likely). The italic row under each group is the same users' real last posts.",
             note=True))
         for ds in self.dataset_names:
             atks = [a for a in with_q if a.dataset == ds]

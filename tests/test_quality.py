@@ -438,6 +438,15 @@ def test_copy_flags_exact_and_near() -> None:
     assert near.tolist() == [True, True, False, False, True, True]
 
 
+def test_repetitive_flags() -> None:
+    from advseq.quality import repetitive_flags
+
+    posts = ["happy 😂 😂 😂 😂 😂", "on on on thanks", "on on thanks for", "ha ha ha",
+             "the cat and the dog and the bird", ""]
+    # 5 of 6 words; 3 of 4 (> half); 2 of 4 (not more than half); too short; 3 of 8; empty
+    assert repetitive_flags(posts).tolist() == [True, True, False, False, False, False]
+
+
 def test_copy_flags_match_naive_jaccard() -> None:
     from advseq.quality import NEAR_COPY_JACCARD, bleu_tokens, copy_flags
 

@@ -32,3 +32,7 @@ DataArg = typer.Argument(
 LenientOpt = typer.Option("--lenient", help="Skip invalid posts/users with a warning instead of "
                                             "refusing the file.")
 FormatOpt = typer.Option("--format", help="Override format detection: jsonl, csv, tsv, parquet, petgen.")
+ProgressOpt = typer.Option("--progress/--no-progress",
+                           help="Show progress bars (default: when on a terminal).")
+DeployedOpt = typer.Option("--detector", "-d",
+                           help="Model folder of the deployed detector (from `advseq train`).")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, console, load
+from advseq.cli._common import DataArg, DeployedOpt, LenientOpt, ProgressOpt, console, load
 from advseq.cli.detect import parse_params
 
 
@@ -30,11 +30,15 @@ class Placement(StrEnum):
     replace_last = "replace-last"
 
 
+GoalOpt = typer.Option(help="evasion: malicious users judged benign; flip: any verdict changes (PETGEN's objective).")
+PlacementOpt = typer.Option(help="append a new post, or replace-last (the PETGEN authors' protocol).")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def attack(
         data: Annotated[Path, DataArg],
-        detector: Annotated[Path, typer.Option("--detector", "-d", help="Model folder of the deployed detector (from `advseq train`).")],
+        detector: Annotated[Path, DeployedOpt],
         attack_name: Annotated[str, typer.Option("--attack", "-a", help="Attack name (see `advseq list attacks`).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: results.jsonl, summary.json, manifest.json.")],
         mode: Annotated[Mode, typer.Option(help="Threat model: white-box (gradients + scores), score or label (black-box queries), transfer (white-box on a surrogate, scored once on the deployed detector).")] = Mode.white_box,
@@ -43,14 +47,14 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[int | None, typer.Option(help="Query budget per user (score/label modes).")] = None,
         seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in OUT (same settings).")] = False,
-        goal: Annotated[Goal, typer.Option(help="evasion: malicious users judged benign; flip: any verdict changes (PETGEN's objective).")] = Goal.evasion,
-        placement: Annotated[Placement, typer.Option(help="append a new post, or replace-last (the PETGEN authors' protocol).")] = Placement.append,
+        goal: Annotated[Goal, GoalOpt] = Goal.evasion,
+        placement: Annotated[Placement, PlacementOpt] = Placement.append,
         context: Annotated[str | None, typer.Option(help="Target context for every user (default: each user's last-post context).")] = None,
         max_tokens: Annotated[int, typer.Option(help="Maximum tokens of a written post.")] = 30,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter key=value (repeatable).")] = None,
         max_users: Annotated[int | None, typer.Option(help="Attack only the first N test users (quick looks).")] = None,
         quality: Annotated[bool, typer.Option(help="Compute the text-quality metrics (BLEU, perplexity, topic and style similarity).")] = True,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
         """Attack every test user of a trained detector and score the attack.
@@ -85,7 +89,8 @@ def register(app: typer.Typer) -> None:
         real = (s.get("quality") or {}).get("real", {})
         for key, label in (("bleu_2", "BLEU-2 vs real last posts"), ("perplexity_judge", "perplexity (SmolLM2 judge)"),
                            ("topic_sim_context", "topic similarity to context"),
-                           ("style_similarity", "style similarity to history"), ("copy_near", "near copies")):
+                           ("style_similarity", "style similarity to history"), ("copy_near", "near copies"),
+                           ("repetitive", "repetitive posts")):
             if s.get(key) is not None:
                 table.add_row(label, f(s[key]), f(real.get(key)))
         console.print(table)
@@ -96,16 +101,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ceiling(
         data: Annotated[Path, DataArg],
-        detector: Annotated[Path, typer.Option("--detector", "-d", help="Model folder of the deployed detector (from `advseq train`).")],
+        detector: Annotated[Path, DeployedOpt],
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for ceiling.json (per-user margins and witness posts) and manifest.json [default: DETECTOR/ceiling].")] = None,
         length: Annotated[int, typer.Option(help="Tokens of the relaxed post.")] = 10,
         steps: Annotated[int, typer.Option(help="Adam steps per restart.")] = 300,
         restarts: Annotated[int, typer.Option(help="Random restarts per user (the best one counts).")] = 1,
-        goal: Annotated[Goal, typer.Option(help="evasion or flip, as in `advseq attack`.")] = Goal.evasion,
-        placement: Annotated[Placement, typer.Option(help="append or replace-last, as in `advseq attack`.")] = Placement.append,
+        goal: Annotated[Goal, GoalOpt] = Goal.evasion,
+        placement: Annotated[Placement, PlacementOpt] = Placement.append,
         seed: Annotated[int, typer.Option(help="Seed of the random starts.")] = 0,
         max_users: Annotated[int | None, typer.Option(help="Only a seeded sample of N test users.")] = None,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
         """Estimate the best evasion rate ANY single written post can reach against a detector.

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from advseq.cli._common import console
+from advseq.cli._common import ProgressOpt, console
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
         seed: Annotated[int, typer.Option(help="Seed for the split, training and attacks.")] = 0,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress bars.")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
     ) -> None:
         """The full robustness run on the bundled demo data: detectors, PETGEN and the baselines (white-box, transfer, black-box), a retraining loop, and the report.
 

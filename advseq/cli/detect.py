@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, console, load, print_json
+from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load, print_json
 from advseq.errors import ConfigError
 
 
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         test_size: Annotated[float, typer.Option(help="Share of users held out for the test split.")] = 0.2,
         split_seed: Annotated[int, typer.Option(help="Seed of the stratified train/test split (PETGEN: 0).")] = 0,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Detector hyper-parameter key=value (repeatable), e.g. -p emb_dim=128.")] = None,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar (default: when on a terminal).")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
         """Train a detector on the training split of DATA and score every test user.

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, console, load
-from advseq.cli.attack import Goal, Mode, Placement
+from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load
+from advseq.cli.attack import Goal, GoalOpt, Mode, Placement, PlacementOpt
 from advseq.cli.detect import parse_params
 
 petgen_app = typer.Typer(no_args_is_help=True, help="Train PETGEN generators outside an attack run.")
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Argument(help="Run config (TOML); see configs/.", show_default=False)],
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
         report: Annotated[bool, typer.Option(help="Write the report into OUT/report when done.")] = True,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show the progress display.")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
     ) -> None:
         """Run a whole matrix (datasets × detectors × attacks × modes, plus retraining loops) from a config.
 
@@ -46,12 +46,12 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed for training and attacks.")] = 0,
         detector_param: Annotated[list[str] | None, typer.Option("--detector-param", help="Detector hyper-parameter key=value (repeatable).")] = None,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter key=value (repeatable).")] = None,
-        goal: Annotated[Goal, typer.Option(help="Attack goal.")] = Goal.evasion,
-        placement: Annotated[Placement, typer.Option(help="Where the attacker's post goes.")] = Placement.append,
+        goal: Annotated[Goal, GoalOpt] = Goal.evasion,
+        placement: Annotated[Placement, PlacementOpt] = Placement.append,
         max_users: Annotated[int | None, typer.Option(help="Evaluate on a stratified sample of N test users.")] = None,
         quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
         initial: Annotated[Path | None, typer.Option(help="Use this detector folder (from `advseq train` with the same settings and seed) as round 0 instead of training it again.")] = None,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress.")] = None,
+        progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
         """Adversarial retraining: attack, augment the training users with the attacks' posts, retrain, repeat.
@@ -90,9 +90,9 @@ def register(app: typer.Typer) -> None:
         no_relevancy: Annotated[bool, typer.Option("--no-relevancy", help="Ablation: drop the relevancy MMD term.")] = False,
         no_select: Annotated[bool, typer.Option("--no-select", help="Ablation: drop best-of-k selection fine-tuning.")] = False,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="PETGEN hyper-parameter key=value (see advseq.petgen.model.PETGEN).")] = None,
-        goal: Annotated[Goal, typer.Option(help="Attack goal.")] = Goal.evasion,
-        placement: Annotated[Placement, typer.Option(help="Where the post goes.")] = Placement.append,
-        progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Show progress and losses.")] = None,
+        goal: Annotated[Goal, GoalOpt] = Goal.evasion,
+        placement: Annotated[Placement, PlacementOpt] = Placement.append,
+        progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
         """Train a PETGEN generator (MLE pre-training, then adversarial fine-tuning) and save it.

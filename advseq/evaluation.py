@@ -32,7 +32,7 @@ from advseq.detector import Detector, load_detector
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest, write_json
 from advseq.metrics import classification_metrics
-from advseq.schema import Dataset, User
+from advseq.schema import Dataset, DataSplit, User
 from advseq.threat import MODES, ThreatModel
 from advseq.training import data_record, recorded_split
 
@@ -225,7 +225,7 @@ def run_attack(
     return summary
 
 
-def require_recorded_split(detector_dir: str | Path, data: Dataset, what: str) -> Any:
+def require_recorded_split(detector_dir: str | Path, data: Dataset, what: str) -> DataSplit:
     """The train/test split the detector in ``detector_dir`` recorded for ``data``, or a
     clear error when ``data`` is not the dataset it was trained on."""
     split = recorded_split(detector_dir, data)

@@ -19,10 +19,10 @@ Training (:meth:`PETGEN.fit`):
    context), plus an MLE term on the real last post that keeps the text fluent.
 
 Writing (:meth:`PETGEN.write`): ``candidates`` posts are sampled per user and the one
-the detector (or the surrogate) finds closest to the goal is kept, within the budget. No token is sampled more than
-``max_repeats`` times in one post: without that cap, best-of-k selection on pan19-bots-en
-distilled the generator into "happy 😂 😂 😂 ..." (a cnn reads the emoji as human), a
-post no reader would take for the user's.
+the detector (or the surrogate) finds closest to the goal is kept, within the budget.
+No token is sampled more than ``max_repeats`` times in one post: without that cap,
+best-of-k selection on pan19-bots-en distilled the generator into "happy 😂 😂 😂 ..."
+(a cnn reads the emoji as human), a post no reader would take for the user's.
 
 Improvements over the paper, for CPU budgets: a GPT-2 decoder warm-started from a
 language model of the same posts, every post position used for MLE, one optimiser step

@@ -169,7 +169,7 @@ def run_attack(
             split.train, surrogate=surrogate, detector=surrogate_detector, seed=seed, out=out,
             progress=progress)
         # The attacker owns the surrogate: every capability it offers, no budget.
-        threat = ThreatModel(surrogate_det, surrogate_det.capabilities)
+        threat = ThreatModel(surrogate_det, surrogate_det.capabilities, surrogate=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(run_file, config)
 

@@ -200,7 +200,7 @@ def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
 
         sur, _ = prepare_surrogate(split.train, surrogate=None, detector="cnn", seed=seed,
                                    out=rdir / "attack", progress=False)
-        threat = ThreatModel(sur, sur.capabilities)
+        threat = ThreatModel(sur, sur.capabilities, surrogate=True)
     else:
         threat = ThreatModel(det, mode)
     threat.require(atk.requires, f"attack {attack!r}")

@@ -36,11 +36,13 @@ class ThreatModel:
     """A detector seen through a threat model.
 
     ``mode`` is a name from :data:`MODES` or an explicit set of capabilities;
-    ``budget`` caps the queries per user (``None`` = unlimited).
+    ``budget`` caps the queries per user (``None`` = unlimited). ``surrogate`` marks the
+    attacker's own stand-in for the deployed detector (transfer mode): its answers only
+    guide the attack, the deployed detector decides success.
     """
 
     def __init__(self, detector: Detector, mode: str | Iterable[str] = "white-box", *,
-                 budget: int | None = None, threshold: float = 0.5) -> None:
+                 budget: int | None = None, threshold: float = 0.5, surrogate: bool = False) -> None:
         if isinstance(mode, str):
             if mode not in MODES:
                 raise ConfigError(f"unknown threat mode {mode!r}; choose from {', '.join(MODES)}")
@@ -58,6 +60,7 @@ class ThreatModel:
         self.capabilities = granted
         self.budget = budget
         self.threshold = threshold
+        self.surrogate = surrogate
         self.queries: Counter[str] = Counter()
 
     # ---- capability checks ---------------------------------------------------------

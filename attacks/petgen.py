@@ -24,6 +24,18 @@ scores closest to the goal are refined side by side and the best result is kept 
 hlstm, 8 starts, top 100 words and 10 flips move PETGEN from 20 to 23 of 49 evaded users,
 one more than HotFlip; 1 start, top 20 words and 5 flips reach 20). ``refine_flips=0``
 gives the paper's attack.
+
+Deviation (attack time): where the detector's own scores are known (white-box and score
+modes), ``choose="natural"`` (what ``"auto"`` picks there) keeps, among the candidates
+and refined posts that already reach the goal, the most natural one for the user — the
+most fluent and closest in words to their own posts under the attacker's language model
+(:class:`advseq.petgen.model.Naturalness`) — not the one deepest past the threshold:
+success is the same, the text reads more like the user's; a refined post is kept only
+where it reaches the goal. On wiki's hlstm, with sampling at temperature 0.8, the same 23
+of 49 users evade with BLEU-2 0.502 instead of 0.411 and judge perplexity 236 instead of
+437 (bench/results/petgen-refine-wiki.md). In transfer mode ``"auto"`` keeps the candidate
+closest to the goal on the surrogate, since a post barely past the surrogate's threshold
+transfers worse; ``choose="goal"`` keeps the closest everywhere.
 """
 
 from __future__ import annotations
@@ -34,12 +46,15 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.threat import ThreatModel
+
+if TYPE_CHECKING:
+    from advseq.petgen.model import Naturalness
 
 
 class PETGENAttack(Attack):
@@ -52,11 +67,12 @@ class PETGENAttack(Attack):
     default_recency = True
 
     def __init__(self, *, generator: str | None = None, candidates: int = 32,
-                 temperature: float = 1.0, top_p: float = 0.9, max_repeats: int | None = 4,
+                 temperature: float = 0.8, top_p: float = 0.9, max_repeats: int | None = 4,
                  adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
                  rounds: int = 3, refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
+                 choose: str = "auto",
                  w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
                  lm: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
@@ -76,6 +92,11 @@ class PETGENAttack(Attack):
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
+        if choose not in ("auto", "natural", "goal"):
+            raise ConfigError(f"{self.name}: choose must be auto, natural or goal, got {choose!r}")
+        self.choose = choose
+        self._train: Dataset | None = None          # set by prepare(): the reference LM's data
+        self._natural: Naturalness | None = None
         self.w_attack = w_attack
         self.w_gan = w_gan
         self.w_mle = w_mle
@@ -97,6 +118,7 @@ class PETGENAttack(Attack):
         from advseq.petgen.model import PETGEN, TRAINING_VERSION
 
         self._ranker: ThreatModel | None = None
+        self._train, self._natural = train, None
         trainer_threat = threat
         if not threat.has("gradient") and (self.attack or self.select):
             trainer_threat = self._ranker = self._surrogate(train)
@@ -137,25 +159,44 @@ class PETGENAttack(Attack):
         else:
             det = create_detector(self.surrogate_detector, seed=self.seed + 1000).fit(train.users)
             det.save(path)
-        return ThreatModel(det, det.capabilities)
+        return ThreatModel(det, det.capabilities, surrogate=True)
 
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if not hasattr(self, "model_"):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
         runners_up: list[list[str]] = []
-        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker, runners_up=runners_up)
+        natural = self._naturalness(threat)
+        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker, runners_up=runners_up,
+                                    natural=natural)
         if self.refine_flips and threat.has("gradient"):
-            outputs = self._refine(tasks, outputs, runners_up, threat)
+            outputs = self._refine(tasks, outputs, runners_up, threat, natural=natural)
         return outputs
 
+    def _naturalness(self, threat: ThreatModel) -> Naturalness | None:
+        """The judge of natural posts when ``choose`` asks for one (``auto``: where the
+        scores are the deployed detector's own), else None."""
+        if self.choose == "goal" or (self.choose == "auto" and threat.surrogate) or not threat.has("score"):
+            return None
+        if self._natural is None:
+            if self._train is None:
+                raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
+            from advseq.lm import reference_lm
+            from advseq.petgen.model import Naturalness
+
+            m = self.model_
+            self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **(m.lm or {})))
+        return self._natural
+
     def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
-                runners_up: Sequence[Sequence[str]], threat: ThreatModel) -> list[AttackOutput]:
+                runners_up: Sequence[Sequence[str]], threat: ThreatModel, *,
+                natural: Naturalness | None = None) -> list[AttackOutput]:
         """Gradient refinement of the chosen posts (white-box or on the surrogate): HotFlip
         substitutions, but only to words the generator itself finds plausible at that
         position for this user (its ``refine_top_k`` most likely), so the text stays text.
         The ``refine_starts`` candidates closest to the goal are refined side by side and
-        the refined post closest to the goal is kept."""
+        the refined post closest to the goal is kept (given ``natural``: the most natural
+        of those that reach it, and none when none does)."""
         import torch
 
         from attacks.hotflip import hotflip_search
@@ -182,13 +223,22 @@ class PETGENAttack(Attack):
             allowed.append(mask)
         refined = hotflip_search(sub_tasks, posts, threat, beam_width=2, candidates=10,
                                  max_flips=self.refine_flips, allowed=allowed)
-        best: dict[int, AttackOutput] = {}
+        results: dict[int, list[AttackOutput]] = {}
         for (i, _), r, post in zip(starts, refined, posts, strict=True):
             if self.max_repeats and _most_repeated(r.post, vocab, T) > max(self.max_repeats, _most_repeated_ids(post.ids)):
                 continue             # flips that pile up one word: not a post a user writes
-            gap = abs(r.info["surrogate_prob"] - tasks[i].target)
-            if i not in best or gap < abs(best[i].info["surrogate_prob"] - tasks[i].target):
-                best[i] = r
+            results.setdefault(i, []).append(r)
+        best = {i: min(rs, key=lambda r, i=i: abs(r.info["surrogate_prob"] - tasks[i].target))
+                for i, rs in results.items()}
+        if natural is not None:
+            reach = {i: [r for r in rs if (r.info["surrogate_prob"] >= threat.threshold) == bool(tasks[i].target)]
+                     for i, rs in results.items()}
+            users = [i for i in reach if len(reach[i]) > 1]
+            picks = natural.best([tasks[i] for i in users], [[r.post for r in reach[i]] for i in users])
+            best.update({i: reach[i][j] for i, j in zip(users, picks, strict=True)})
+            # Refinement is there to reach the goal: where it does not, the sampled post
+            # (fluent text) stays instead of a refined one that fails as well.
+            best = {i: r for i, r in best.items() if reach[i]}
         out = list(outputs)
         for i, r in best.items():
             out[i] = AttackOutput(r.post, r.status if r.status != "ok" else outputs[i].status,

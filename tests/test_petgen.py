@@ -146,13 +146,19 @@ def test_petgen_through_the_evaluator(demo: Dataset, cnn_dir: Path, tmp_path: Pa
     assert all(r.get("info", {}).get("refine_flips", 0) <= 10 for r in recs)
 
 
+def _attack_on(trained: PETGEN, split, **params):
+    """A petgen attack using the trained generator (what prepare() sets up)."""
+    attack = create_attack("petgen", **params)
+    attack.model_, attack._ranker, attack._train = trained, None, Dataset(split.train.users[:120])
+    return attack
+
+
 def test_refining_more_starts_never_ends_further_from_the_goal(trained: PETGEN, split, cnn_dir: Path) -> None:
     spec = AttackSpec()
     tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:16]
     gaps, queries = {}, {}
     for starts in (1, 4):
-        attack = create_attack("petgen", candidates=4, refine_flips=2, refine_starts=starts)
-        attack.model_, attack._ranker = trained, None
+        attack = _attack_on(trained, split, candidates=4, refine_flips=2, refine_starts=starts, choose="goal")
         threat = ThreatModel(load_detector(cnn_dir), "white-box")
         outs = attack.run(tasks, threat)
         queries[starts] = sum(threat.queries.values())
@@ -162,6 +168,42 @@ def test_refining_more_starts_never_ends_further_from_the_goal(trained: PETGEN, 
     assert queries[4] > queries[1]           # their runners-up were refined too
     # The first start is the single-start run's post: the best of several is never worse.
     assert (gaps[4] <= gaps[1] + 1e-5).all(), (gaps[1], gaps[4])
+
+
+def test_natural_choice_keeps_every_success(trained: PETGEN, split, cnn_dir: Path) -> None:
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:16]
+    runs = {}
+    for choose, surrogate in (("goal", False), ("natural", False), ("auto", True)):
+        attack = _attack_on(trained, split, candidates=8, refine_flips=2, refine_starts=2, choose=choose)
+        threat = ThreatModel(load_detector(cnn_dir), "white-box", surrogate=surrogate)
+        outs = attack.run(tasks, threat)
+        posts = [o.post for o in outs]
+        evaded = threat.score([t.with_post(p) for t, p in zip(tasks, posts, strict=True)]) < 0.5
+        runs[choose] = (posts, evaded, outs)
+    goal, natural = runs["goal"], runs["natural"]
+    # Several candidates reached the goal for some user, else there was nothing to choose.
+    assert any(o.info.get("reaching", 0) > 1 for o in natural[2])
+    assert (natural[1] == goal[1]).all()                   # the same users evade
+    assert natural[0] != goal[0]
+    # On the attacker's surrogate (transfer), "auto" keeps the post closest to the goal.
+    assert runs["auto"][0] == goal[0]
+
+
+def test_naturalness_prefers_the_users_own_kind_of_post(trained: PETGEN, split) -> None:
+    from advseq.errors import ConfigError
+    from advseq.lm import reference_lm
+    from advseq.petgen.model import Naturalness
+
+    natural = Naturalness(reference_lm(Dataset(split.train.users[:120]), seed=0, progress=False, **TINY_LM))
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:8]
+    rare = natural.lm.vocab_.itos[-12:]                    # the LM's rarest words, jumbled
+    options = [[" ".join(rare), t.history.posts[-1].text] for t in tasks]
+    assert natural.best(tasks, options) == [1] * len(tasks)
+    assert natural.best(tasks, [[o[1]] for o in options]) == [0] * len(tasks)
+    with pytest.raises(ConfigError, match="choose"):
+        create_attack("petgen", choose="deepest")
 
 
 def test_petgen_train_cli(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         elif mode == "transfer":
             sur, _ = prepare_surrogate(split.train, surrogate=surrogate, detector="cnn", seed=seed,
                                        out=out, progress=progress)
-            threat = ThreatModel(sur, sur.capabilities)
+            threat = ThreatModel(sur, sur.capabilities, surrogate=True)
         else:
             raise ConfigError("--mode must be white-box or transfer")
         params = parse_params(param)

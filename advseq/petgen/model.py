@@ -18,8 +18,10 @@ Training (:meth:`PETGEN.fit`):
    ``recent_k`` posts) and relevancy (MMD to the user's earlier posts on the target
    context), plus an MLE term on the real last post that keeps the text fluent.
 
-Writing (:meth:`PETGEN.write`): ``candidates`` posts are sampled per user and the one
-the detector (or the surrogate) finds closest to the goal is kept, within the budget.
+Writing (:meth:`PETGEN.write`): ``candidates`` posts are sampled per user (at
+``temperature`` 0.8) and the one the detector (or the surrogate) finds closest to the goal
+is kept, within the budget — or, given a :class:`Naturalness`, the most natural of those
+that already reach the goal.
 No token is sampled more than ``max_repeats`` times in one post: without that cap,
 best-of-k selection on pan19-bots-en distilled the generator into "happy 😂 😂 😂 ..."
 (a cnn reads the emoji as human), a post no reader would take for the user's.
@@ -123,7 +125,7 @@ class PETGEN(Configurable):
                  w_relevancy: float = 0.2, w_mle: float = 0.3, recent_k: int = 3,
                  select: bool = True, rounds: int = 3, select_k: int = 16, select_epochs: int = 3,
                  select_real_share: float = 0.25,
-                 candidates: int = 32, temperature: float = 1.0, top_p: float = 0.9,
+                 candidates: int = 32, temperature: float = 0.8, top_p: float = 0.9,
                  max_repeats: int | None = 4,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
@@ -309,18 +311,23 @@ class PETGEN(Configurable):
         return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
-              ranker: ThreatModel | None = None, runners_up: list[list[str]] | None = None) -> list[AttackOutput]:
-        """Sample ``candidates`` posts per task and keep the one closest to the goal: by the
-        threat model's scores when granted; with labels only, candidates are ranked by
-        ``ranker`` (the attacker's surrogate) and label-queried in that order.
+              ranker: ThreatModel | None = None, runners_up: list[list[str]] | None = None,
+              natural: Naturalness | None = None) -> list[AttackOutput]:
+        """Sample ``candidates`` posts per task and keep one: by the threat model's scores
+        when granted; with labels only, candidates are ranked by ``ranker`` (the attacker's
+        surrogate) and label-queried in that order.
 
-        ``runners_up``, when given, receives for every task the other scored candidates,
-        closest to the goal first (empty where no scores were granted)."""
+        With scores, the candidate closest to the goal verdict is kept; given ``natural``,
+        the most natural (:class:`Naturalness`) of the candidates that already reach the
+        goal, and the closest one when none does. ``runners_up``, when given, receives for
+        every task the other scored candidates, closest to the goal first (empty where no
+        scores were granted)."""
         k = self.candidates
         T = self.lm_.max_post_tokens
         uniforms = torch.from_numpy(np.concatenate([r.random((k, T)) for r in rngs]))
         cands = self.sample(tasks, uniforms, k)
-        outputs = []
+        outputs: list[AttackOutput] = []
+        reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
         for task, posts in zip(tasks, cands, strict=True):
             posts = list(dict.fromkeys(posts))
             left = threat.remaining(task.user_id)
@@ -333,9 +340,12 @@ class PETGEN(Configurable):
                 best = int(order[0])
                 if runners_up is not None:
                     runners_up.append([posts[i] for i in order[1:]])
-                outputs.append(AttackOutput(posts[best], status if abs(p[best] - task.target) >= 0.5 else "ok",
+                reaching.append([(posts[i], float(p[i])) for i in order
+                                 if (p[i] >= threat.threshold) == bool(task.target)])
+                outputs.append(AttackOutput(posts[best], status if not reaching[-1] else "ok",
                                             {"candidates": len(posts), "score": round(float(p[best]), 6)}))
                 continue
+            reaching.append([])
             if ranker is not None:
                 rp = ranker.score([task.with_post(c) for c in posts])
                 posts = [posts[i] for i in np.argsort(np.abs(rp - task.target), kind="stable")]
@@ -352,6 +362,13 @@ class PETGEN(Configurable):
                         break
                 info["label_queries"] = threat.queries[task.user_id]
             outputs.append(AttackOutput(chosen, status, info))
+        if natural is not None:
+            picks = natural.best(tasks, [[c for c, _ in r] for r in reaching])
+            for n, (r, j) in enumerate(zip(reaching, picks, strict=True)):
+                if r:
+                    o = outputs[n]
+                    outputs[n] = AttackOutput(r[j][0], o.status, {**o.info, "score": round(r[j][1], 6),
+                                                                  "reaching": len(r)})
         return outputs
 
     # ---- persistence ---------------------------------------------------------------------
@@ -391,6 +408,64 @@ class PETGEN(Configurable):
         model.fit_info_ = config.get("fit_info", {})
         model._load_parts(path)
         return model
+
+
+class Naturalness:
+    """How natural a post is for its user, judged by the attacker's own language model of
+    the platform's posts (advseq's reference :class:`~advseq.lm.PostLM`, which the
+    generator is warm-started from): among one user's options, the Borda count of two
+    ranks — fluency (mean NLL per token given the target context, lower first) and
+    closeness to the user's own posts (cosine between the post's mean word embedding and
+    the mean of the user's history posts' ones).
+
+    Neither alone will do on wiki: the likeliest posts are three-word fragments ("the
+    album"), the closest in words run long; together they keep posts of the users' length
+    (bench/results/petgen-choice-wiki.md). The evaluator's judge is a different model.
+    """
+
+    def __init__(self, lm: Any) -> None:
+        self.lm = lm
+        self._wte = lm.model_.transformer.wte.weight.detach().float().cpu()
+
+    @torch.no_grad()
+    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-length mean word embedding of each text (special tokens left out)."""
+        ids, lengths = self.lm.vocab_.encode_batch(texts, self.lm.max_post_tokens)
+        ids_t = torch.from_numpy(ids)
+        keep = (torch.arange(ids.shape[1])[None] < torch.from_numpy(lengths)[:, None]) & (ids_t >= len(SPECIALS))
+        v = (self._wte[ids_t] * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    def scores(self, tasks: Sequence[AttackTask], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per task, the Borda score of each option (higher = more natural)."""
+        flat = [(n, c) for n, opts in enumerate(options) for c in opts]
+        if not flat:
+            return [np.zeros(0) for _ in options]
+        nll, count = self.lm.token_nll([c for _, c in flat], [tasks[n].context for n, _ in flat])
+        fluency = -nll / np.maximum(count, 1)
+        hist = torch.stack([torch.nn.functional.normalize(self._embed([p.text for p in t.history.posts]).mean(0), dim=0)
+                            if t.history.posts else torch.zeros(self._wte.shape[1]) for t in tasks])
+        close = (self._embed([c for _, c in flat]) * hist[[n for n, _ in flat]]).sum(-1).numpy()
+        out, s = [], 0
+        for opts in options:
+            k = len(opts)
+            out.append(_ranks(fluency[s:s + k]) + _ranks(close[s:s + k]))
+            s += k
+        return out
+
+    def best(self, tasks: Sequence[AttackTask], options: Sequence[Sequence[str]]) -> list[int]:
+        """For each task, the index of its most natural option (0 where it has none or one;
+        ties go to the earlier option)."""
+        many = [n for n, opts in enumerate(options) if len(opts) > 1]
+        best = [0] * len(options)
+        for n, sc in zip(many, self.scores([tasks[n] for n in many], [options[n] for n in many]), strict=True):
+            best[n] = int(np.argmax(sc))
+        return best
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """0 for the smallest value ... n-1 for the largest (stable)."""
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(np.float64)
 
 
 class _AdversarialState:

@@ -33,7 +33,8 @@ most fluent and closest in words to their own posts under the attacker's languag
 success is the same, the text reads more like the user's; a refined post is kept only
 where it reaches the goal. On wiki's hlstm, with sampling at temperature 0.8, the same 23
 of 49 users evade with BLEU-2 0.502 instead of 0.411 and judge perplexity 236 instead of
-437 (bench/results/petgen-refine-wiki.md). In transfer mode ``"auto"`` keeps the candidate
+437 (bench/results/petgen-refine-wiki.md). Training's best-of-k rounds choose the same
+way (:meth:`advseq.petgen.model._AdversarialState.select_round`). In transfer mode ``"auto"`` keeps the candidate
 closest to the goal on the surrogate, since a post barely past the surrogate's threshold
 transfers worse; ``choose="goal"`` keeps the closest everywhere.
 """

@@ -71,7 +71,7 @@ from advseq.threat import ThreatModel
 FORMAT = "advseq-petgen/1"
 #: Part of every cache key of trained generators: bump it when training changes, so that a
 #: generator cached by older code is never reused as if it were this code's.
-TRAINING_VERSION = 3
+TRAINING_VERSION = 4
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -249,7 +249,12 @@ class PETGEN(Configurable):
         if (steps or self.select) and not tasks:
             raise ConfigError("PETGEN: no targeted users in the training split")
         torch.manual_seed(self.seed)
-        state = _AdversarialState(self, threat, tasks, spec)
+        natural = None
+        if self.select and not threat.surrogate:
+            from advseq.lm import reference_lm
+
+            natural = Naturalness(reference_lm(train, seed=self.seed, progress=progress, **(self.lm or {})))
+        state = _AdversarialState(self, threat, tasks, spec, natural)
         history: list[dict[str, float]] = []
         selections: list[dict[str, float]] = []
         total = steps + (rounds if self.select else 0)
@@ -472,9 +477,10 @@ class _AdversarialState:
     """Optimisers, critic and data of one adversarial fine-tuning run."""
 
     def __init__(self, model: PETGEN, threat: ThreatModel, tasks: Sequence[AttackTask],
-                 spec: AttackSpec) -> None:
+                 spec: AttackSpec, natural: Naturalness | None = None) -> None:
         self.m = model
         self.threat = threat
+        self.natural = natural
         self.tasks = list(tasks)
         self.examples = [task_example(t) for t in tasks]
         self.enc = model._encoder()
@@ -541,8 +547,11 @@ class _AdversarialState:
 
     def select_round(self, r: int) -> dict[str, float]:
         """Selection: sample ``select_k`` posts per targeted training user, keep the one the
-        detector finds closest to the goal, and fine-tune on those (with the real last
-        posts, so the text stays fluent) — best-of-k distillation."""
+        detector finds closest to the goal — given ``natural``, the most natural of those
+        that reach it — and fine-tune on those (with the real last posts, so the text stays
+        fluent): best-of-k distillation. Distilling the posts deepest past the threshold
+        collapsed the generator onto a detector shortcut on pan19-bots-en ("😂 😂 😂 😂
+        thanks for!!!"); distilling natural posts that evade keeps it writing text."""
         m = self.m
         k, T = m.select_k, m.lm_.max_post_tokens
         uniforms = torch.from_numpy(self.np_rng.random((len(self.tasks) * k, T)))
@@ -550,12 +559,18 @@ class _AdversarialState:
         for s in range(0, len(self.tasks), 64):
             part = self.tasks[s:s + 64]
             cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k)
+            picked, reaching = [], []
             for task, posts in zip(part, cands, strict=True):
                 p = self.threat.score([task.with_post(c) for c in posts])
                 dist = np.abs(p - task.target)
                 best = int(np.argmin(dist))
-                chosen.append(posts[best])
-                goal_probs.append(1.0 - float(dist[best]))
+                picked.append((posts[best], 1.0 - float(dist[best])))
+                reaching.append([(c, 1.0 - float(d)) for c, d in zip(posts, dist, strict=True) if d < 0.5])
+            if self.natural is not None:
+                picks = self.natural.best(part, [[c for c, _ in r] for r in reaching])
+                picked = [r[j] if r else pk for pk, r, j in zip(picked, reaching, picks, strict=True)]
+            chosen += [c for c, _ in picked]
+            goal_probs += [g for _, g in picked]
         examples = [CondExample(e.history, e.context, post, e.label, e.relevancy)
                     for e, post in zip(self.examples, chosen, strict=True)]
         # A share of real last posts keeps the language real.

@@ -63,6 +63,10 @@ class ThreatModel:
         self.surrogate = surrogate
         self.queries: Counter[str] = Counter()
 
+    def reaches(self, prob: float, target: int) -> bool:
+        """Whether a detector probability ``prob`` gives the verdict ``target``."""
+        return (prob >= self.threshold) == bool(target)
+
     # ---- capability checks ---------------------------------------------------------
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

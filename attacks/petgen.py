@@ -207,7 +207,7 @@ class PETGENAttack(Attack):
         T = min(min(t.max_tokens for t in tasks), threat.max_post_tokens)
         # (output index, start post) for every user whose chosen post misses the goal
         starts = [(i, post) for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
-                  if (o.info.get("score", 1.0 - t.target) >= 0.5) == bool(1 - t.target)
+                  if not threat.reaches(o.info.get("score", 1.0 - t.target), t.target)
                   for post in [o.post, *runners_up[i][: max(0, self.refine_starts - 1)]]]
         if not starts:
             return outputs
@@ -232,7 +232,7 @@ class PETGENAttack(Attack):
         best = {i: min(rs, key=lambda r, i=i: abs(r.info["surrogate_prob"] - tasks[i].target))
                 for i, rs in results.items()}
         if natural is not None:
-            reach = {i: [r for r in rs if (r.info["surrogate_prob"] >= threat.threshold) == bool(tasks[i].target)]
+            reach = {i: [r for r in rs if threat.reaches(r.info["surrogate_prob"], tasks[i].target)]
                      for i, rs in results.items()}
             users = [i for i in reach if len(reach[i]) > 1]
             picks = natural.best([tasks[i] for i in users], [[r.post for r in reach[i]] for i in users])

@@ -346,7 +346,7 @@ class PETGEN(Configurable):
                 if runners_up is not None:
                     runners_up.append([posts[i] for i in order[1:]])
                 reaching.append([(posts[i], float(p[i])) for i in order
-                                 if (p[i] >= threat.threshold) == bool(task.target)])
+                                 if threat.reaches(p[i], task.target)])
                 outputs.append(AttackOutput(posts[best], status if not reaching[-1] else "ok",
                                             {"candidates": len(posts), "score": round(float(p[best]), 6)}))
                 continue

@@ -72,7 +72,8 @@ class PETGENAttack(Attack):
                  adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
-                 rounds: int = 3, refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
+                 rounds: int = 3, select_temperature: float | None = None,
+                 select_margin: float | None = None, refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
                  choose: str = "auto",
                  w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
@@ -90,6 +91,8 @@ class PETGENAttack(Attack):
         self.relevancy = relevancy
         self.select = select
         self.rounds = rounds
+        self.select_temperature = select_temperature
+        self.select_margin = select_margin
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
@@ -111,7 +114,8 @@ class PETGENAttack(Attack):
                 "max_repeats": self.max_repeats,
                 "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
-                "select": self.select, "rounds": self.rounds,
+                "select": self.select, "rounds": self.rounds, "select_temperature": self.select_temperature,
+                "select_margin": self.select_margin,
                 "w_attack": self.w_attack, "w_gan": self.w_gan, "w_mle": self.w_mle,
                 "lm": self.lm, "seed": self.seed, "device": self.device}
 

@@ -190,6 +190,42 @@ def test_natural_choice_keeps_every_success(trained: PETGEN, split, cnn_dir: Pat
     assert runs["auto"][0] == goal[0]
 
 
+def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> None:
+    """Training's selection rounds offer the natural choice only candidates past the goal:
+    on the deployed detector any that reach it, on a surrogate only those past it by
+    ``select_margin`` (default 0.25), which transfer better."""
+    import copy
+
+    from advseq.petgen.model import _AdversarialState
+
+    class Recorder:                                    # stands in for Naturalness
+        def best(self, tasks, options):
+            self.offered += [(t, o) for t, opts in zip(tasks, options, strict=True) for o in opts]
+            return [0] * len(options)
+
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.train.users[:120] if spec.targets(u)]
+
+    def offered_gaps(surrogate: bool, margin: float | None) -> np.ndarray:
+        model = copy.deepcopy(trained)          # a selection round fine-tunes the model
+        model.select_k, model.select_margin = 16, margin
+        threat = ThreatModel(load_detector(cnn_dir), "white-box", surrogate=surrogate)
+        recorder = Recorder()
+        recorder.offered = []
+        _AdversarialState(model, threat, tasks, spec, recorder).select_round(0)   # type: ignore[arg-type]
+        p = threat.score([t.with_post(o) for t, o in recorder.offered])
+        return np.abs(p - np.array([t.target for t, _ in recorder.offered]))
+
+    deployed = offered_gaps(False, None)
+    assert len(deployed) and (deployed < 0.5).all()
+    # The same candidates every time (same seed): a margin that leaves out the half of
+    # them closest to the threshold.
+    margin = 0.5 - float(np.median(deployed))
+    kept = offered_gaps(True, margin)
+    assert len(kept) and (kept < 0.5 - margin).all() and len(kept) < len(deployed)
+    assert (offered_gaps(True, None) < 0.25).all()     # the default margin on a surrogate
+
+
 def test_naturalness_prefers_the_users_own_kind_of_post(trained: PETGEN, split) -> None:
     from advseq.errors import ConfigError
     from advseq.lm import reference_lm

@@ -71,7 +71,10 @@ from advseq.threat import ThreatModel
 FORMAT = "advseq-petgen/1"
 #: Part of every cache key of trained generators: bump it when training changes, so that a
 #: generator cached by older code is never reused as if it were this code's.
-TRAINING_VERSION = 4
+TRAINING_VERSION = 5
+#: The same for the MLE pre-training cache alone (it was TRAINING_VERSION up to 4; it only
+#: changes when pre-training does, so adversarial changes do not redo minutes of MLE).
+MLE_VERSION = 4
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -124,7 +127,8 @@ class PETGEN(Configurable):
                  w_gan: float = 0.5, w_attack: float = 1.0, w_recency: float = 0.2,
                  w_relevancy: float = 0.2, w_mle: float = 0.3, recent_k: int = 3,
                  select: bool = True, rounds: int = 3, select_k: int = 16, select_epochs: int = 3,
-                 select_real_share: float = 0.25,
+                 select_real_share: float = 0.25, select_temperature: float | None = None,
+                 select_margin: float | None = None,
                  candidates: int = 32, temperature: float = 0.8, top_p: float = 0.9,
                  max_repeats: int | None = 4,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
@@ -153,6 +157,8 @@ class PETGEN(Configurable):
         self.select_k = select_k
         self.select_epochs = select_epochs
         self.select_real_share = select_real_share
+        self.select_temperature = select_temperature
+        self.select_margin = select_margin
         self.candidates = candidates
         self.temperature = temperature
         self.top_p = top_p
@@ -174,7 +180,7 @@ class PETGEN(Configurable):
     def _mle_key(self, train: Dataset) -> str:
         params = {k: self.get_params()[k] for k in ("n_prefix", "max_posts", "mle_positions",
                                                     "mle_epochs", "mle_lr", "batch_size", "lm", "seed")}
-        h = hashlib.sha256(json.dumps({**params, "training_version": TRAINING_VERSION},
+        h = hashlib.sha256(json.dumps({**params, "training_version": MLE_VERSION},
                                       sort_keys=True).encode()).hexdigest()[:12]
         return f"{train.checksum()[:16]}-{h}"
 
@@ -250,7 +256,7 @@ class PETGEN(Configurable):
             raise ConfigError("PETGEN: no targeted users in the training split")
         torch.manual_seed(self.seed)
         natural = None
-        if self.select and not threat.surrogate:
+        if self.select:
             from advseq.lm import reference_lm
 
             natural = Naturalness(reference_lm(train, seed=self.seed, progress=progress, **(self.lm or {})))
@@ -282,8 +288,10 @@ class PETGEN(Configurable):
 
     # ---- writing -------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, tasks: Sequence[AttackTask], uniforms: torch.Tensor, k: int) -> list[list[str]]:
-        """``k`` posts per task; ``uniforms [len(tasks) * k, T]`` are the random draws."""
+    def sample(self, tasks: Sequence[AttackTask], uniforms: torch.Tensor, k: int, *,
+               temperature: float | None = None) -> list[list[str]]:
+        """``k`` posts per task; ``uniforms [len(tasks) * k, T]`` are the random draws
+        (at ``temperature``, by default the model's)."""
         if not tasks:
             return []
         enc = self._encoder()
@@ -291,7 +299,8 @@ class PETGEN(Configurable):
         emb, mask = self.generator_.prefix(b)
         emb = emb.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
-        ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=self.temperature, top_p=self.top_p,
+        temperature = self.temperature if temperature is None else temperature
+        ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=temperature, top_p=self.top_p,
                                     max_repeats=self.max_repeats)
         T = min(tasks[0].max_tokens, self.lm_.max_post_tokens)
         texts = [self.lm_.decode(row, T) for row in ids.cpu().tolist()]
@@ -551,21 +560,31 @@ class _AdversarialState:
         that reach it — and fine-tune on those (with the real last posts, so the text stays
         fluent): best-of-k distillation. Distilling the posts deepest past the threshold
         collapsed the generator onto a detector shortcut on pan19-bots-en ("😂 😂 😂 😂
-        thanks for!!!"); distilling natural posts that evade keeps it writing text."""
+        thanks for!!!"); distilling natural posts that evade keeps it writing text.
+
+        On a surrogate a post that only just passes *its* threshold transfers badly, so
+        there the natural choice is among the candidates past the goal by
+        ``select_margin`` (default 0.25 on a surrogate, 0 on the deployed detector).
+        Distilling the deepest posts instead collapsed pan19-bots-en transfer to 31
+        distinct posts (evasion 0.304 -> 0.065) once sampling ran at 0.8.
+        Candidates are sampled at ``select_temperature`` (default: the attack's)."""
         m = self.m
         k, T = m.select_k, m.lm_.max_post_tokens
+        temperature = m.temperature if m.select_temperature is None else m.select_temperature
+        margin = m.select_margin if m.select_margin is not None else (0.25 if self.threat.surrogate else 0.0)
         uniforms = torch.from_numpy(self.np_rng.random((len(self.tasks) * k, T)))
         chosen, goal_probs = [], []
         for s in range(0, len(self.tasks), 64):
             part = self.tasks[s:s + 64]
-            cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k)
+            cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k, temperature=temperature)
             picked, reaching = [], []
             for task, posts in zip(part, cands, strict=True):
                 p = self.threat.score([task.with_post(c) for c in posts])
                 dist = np.abs(p - task.target)
                 best = int(np.argmin(dist))
                 picked.append((posts[best], 1.0 - float(dist[best])))
-                reaching.append([(c, 1.0 - float(d)) for c, d in zip(posts, dist, strict=True) if d < 0.5])
+                reaching.append([(c, 1.0 - float(d)) for c, d in zip(posts, dist, strict=True)
+                                 if d < 0.5 - margin])
             if self.natural is not None:
                 picks = self.natural.best(part, [[c for c, _ in r] for r in reaching])
                 picked = [r[j] if r else pk for pk, r, j in zip(picked, reaching, picks, strict=True)]

@@ -33,10 +33,14 @@ most fluent and closest in words to their own posts under the attacker's languag
 success is the same, the text reads more like the user's; a refined post is kept only
 where it reaches the goal. On wiki's hlstm, with sampling at temperature 0.8, the same 23
 of 49 users evade with BLEU-2 0.502 instead of 0.411 and judge perplexity 236 instead of
-437 (bench/results/petgen-refine-wiki.md). Training's best-of-k rounds choose the same
-way (:meth:`advseq.petgen.model._AdversarialState.select_round`). In transfer mode ``"auto"`` keeps the candidate
-closest to the goal on the surrogate, since a post barely past the surrogate's threshold
-transfers worse; ``choose="goal"`` keeps the closest everywhere.
+437 (bench/results/petgen-refine-wiki.md). In transfer mode ``"auto"`` keeps the
+candidate closest to the goal on the surrogate, since a post barely past the surrogate's
+threshold transfers worse (wiki: 0.163 against 0.143 choosing naturally);
+``choose="goal"`` keeps the closest everywhere. Training's best-of-k rounds
+(:meth:`advseq.petgen.model._AdversarialState.select_round`) choose naturally in both
+modes, on a surrogate only among posts past its threshold by ``select_margin`` (0.25):
+distilling the deepest posts collapsed the pan19-bots-en transfer generator onto 31
+templates (evasion 0.065; 0.293 with the margin).
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ def main() -> None:
         "fluency: reference LM per token": _argmax(pools, fluency),
         "closeness: word embeddings to the user's posts": _argmax(pools, close),
         "**fluency + closeness (Borda; shipped)**": _argmax(pools, borda),
+        "2 × fluency + closeness (weighted Borda)": _argmax(pools, [b + _ranks(f) for b, f in
+                                                                    zip(borda, fluency, strict=True)]),
         "reference: evaluator's style similarity": _argmax(pools, style),
         "reference: the judge itself (oracle)": _argmax(pools, judge_nll),
     }

@@ -224,6 +224,11 @@ def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> Non
     kept = offered_gaps(True, margin)
     assert len(kept) and (kept < 0.5 - margin).all() and len(kept) < len(deployed)
     assert (offered_gaps(True, None) < 0.25).all()     # the default margin on a surrogate
+    from advseq.errors import ConfigError
+
+    for bad in ({"select_margin": 0.5}, {"select_margin": -0.1}, {"select_temperature": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            PETGEN(**bad)
 
 
 def test_naturalness_prefers_the_users_own_kind_of_post(trained: PETGEN, split) -> None:

@@ -169,6 +169,10 @@ class PETGEN(Configurable):
         self.fit_info_: dict[str, Any] = {}
         if candidates < 1 or adv_steps < 0 or mle_epochs < 0:
             raise ConfigError("candidates must be >= 1, adv_steps and mle_epochs >= 0")
+        if select_margin is not None and not 0.0 <= select_margin < 0.5:
+            raise ConfigError(f"select_margin must be in [0, 0.5), got {select_margin}")
+        if select_temperature is not None and select_temperature <= 0:
+            raise ConfigError(f"select_temperature must be > 0, got {select_temperature}")
 
     # ---- building ------------------------------------------------------------------------
     def _encoder(self) -> Encoder:

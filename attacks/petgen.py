@@ -31,9 +31,12 @@ and refined posts that already reach the goal, the most natural one for the user
 most fluent and closest in words to their own posts under the attacker's language model
 (:class:`advseq.petgen.model.Naturalness`) — not the one deepest past the threshold:
 success is the same, the text reads more like the user's; a refined post is kept only
-where it reaches the goal. On wiki's hlstm, with sampling at temperature 0.8, the same 23
-of 49 users evade with BLEU-2 0.502 instead of 0.411 and judge perplexity 236 instead of
-437 (bench/results/petgen-refine-wiki.md). In transfer mode ``"auto"`` keeps the
+where it reaches the goal, and for a user whom no post makes evade the most natural
+candidate is posted rather than the closest. On wiki's hlstm, with sampling at
+temperature 0.8, the same 23 of 49 users evade with BLEU-2 0.502 instead of 0.411 and
+judge perplexity 236 instead of 437 (bench/results/petgen-refine-wiki.md); with another
+generator of the same settings, the natural post for the users it fails moves BLEU-2
+0.528 -> 0.561 and judge perplexity 267 -> 221. In transfer mode ``"auto"`` keeps the
 candidate closest to the goal on the surrogate, since a post barely past the surrogate's
 threshold transfers worse (wiki: 0.163 against 0.143 choosing naturally);
 ``choose="goal"`` keeps the closest everywhere. Training's best-of-k rounds
@@ -174,13 +177,35 @@ class PETGENAttack(Attack):
         if not hasattr(self, "model_"):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
-        runners_up: list[list[str]] = []
+        runners_up: list[list[tuple[str, float]]] = []
         natural = self._naturalness(threat)
         outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker, runners_up=runners_up,
                                     natural=natural)
         if self.refine_flips and threat.has("gradient"):
             outputs = self._refine(tasks, outputs, runners_up, threat, natural=natural)
+        if natural is not None:
+            outputs = self._natural_misses(tasks, outputs, runners_up, threat, natural)
         return outputs
+
+    @staticmethod
+    def _natural_misses(tasks: Sequence[AttackTask], outputs: list[AttackOutput],
+                        runners_up: Sequence[Sequence[tuple[str, float]]], threat: ThreatModel,
+                        natural: Naturalness) -> list[AttackOutput]:
+        """Where neither a candidate nor a refined post reaches the goal, the attack has
+        failed whatever the user posts; the most natural candidate is then posted instead
+        of the one that came closest. Every success stays as it was (wiki hlstm: judge
+        perplexity of those users' posts 331 against 242 for the successful ones)."""
+        miss = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
+                if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)]
+        options = [[(outputs[i].post, float(outputs[i].info["score"])), *runners_up[i]] for i in miss]
+        picks = natural.best([tasks[i] for i in miss], [[post for post, _ in o] for o in options])
+        out = list(outputs)
+        for i, opts, j in zip(miss, options, picks, strict=True):
+            if j:
+                post, score = opts[j]
+                out[i] = AttackOutput(post, outputs[i].status, {**outputs[i].info, "score": round(score, 6),
+                                                                "natural_miss": True})
+        return out
 
     def _naturalness(self, threat: ThreatModel) -> Naturalness | None:
         """The judge of natural posts when ``choose`` asks for one (``auto``: where the
@@ -198,7 +223,7 @@ class PETGENAttack(Attack):
         return self._natural
 
     def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
-                runners_up: Sequence[Sequence[str]], threat: ThreatModel, *,
+                runners_up: Sequence[Sequence[tuple[str, float]]], threat: ThreatModel, *,
                 natural: Naturalness | None = None) -> list[AttackOutput]:
         """Gradient refinement of the chosen posts (white-box or on the surrogate): HotFlip
         substitutions, but only to words the generator itself finds plausible at that
@@ -216,7 +241,7 @@ class PETGENAttack(Attack):
         # (output index, start post) for every user whose chosen post misses the goal
         starts = [(i, post) for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
                   if not threat.reaches(o.info.get("score", 1.0 - t.target), t.target)
-                  for post in [o.post, *runners_up[i][: max(0, self.refine_starts - 1)]]]
+                  for post in [o.post, *(c for c, _ in runners_up[i][: max(0, self.refine_starts - 1)])]]
         if not starts:
             return outputs
         sub_tasks = [tasks[i] for i, _ in starts]

@@ -186,6 +186,10 @@ def test_natural_choice_keeps_every_success(trained: PETGEN, split, cnn_dir: Pat
     assert any(o.info.get("reaching", 0) > 1 for o in natural[2])
     assert (natural[1] == goal[1]).all()                   # the same users evade
     assert natural[0] != goal[0]
+    # Users no post makes evade get a more natural candidate, not the closest one.
+    missed = [o for o, e in zip(natural[2], natural[1], strict=True) if not e]
+    assert missed and any(o.info.get("natural_miss") for o in missed)
+    assert not any(o.info.get("natural_miss") for o, e in zip(natural[2], natural[1], strict=True) if e)
     # On the attacker's surrogate (transfer), "auto" keeps the post closest to the goal.
     assert runs["auto"][0] == goal[0]
 

@@ -329,7 +329,7 @@ class PETGEN(Configurable):
         return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
-              ranker: ThreatModel | None = None, runners_up: list[list[str]] | None = None,
+              ranker: ThreatModel | None = None, runners_up: list[list[tuple[str, float]]] | None = None,
               natural: Naturalness | None = None) -> list[AttackOutput]:
         """Sample ``candidates`` posts per task and keep one: by the threat model's scores
         when granted; with labels only, candidates are ranked by ``ranker`` (the attacker's
@@ -338,8 +338,8 @@ class PETGEN(Configurable):
         With scores, the candidate closest to the goal verdict is kept; given ``natural``,
         the most natural (:class:`Naturalness`) of the candidates that already reach the
         goal, and the closest one when none does. ``runners_up``, when given, receives for
-        every task the other scored candidates, closest to the goal first (empty where no
-        scores were granted)."""
+        every task the other scored candidates with their scores, closest to the goal first
+        (empty where no scores were granted)."""
         k = self.candidates
         T = self.lm_.max_post_tokens
         uniforms = torch.from_numpy(np.concatenate([r.random((k, T)) for r in rngs]))
@@ -357,7 +357,7 @@ class PETGEN(Configurable):
                 order = np.argsort(np.abs(p - task.target), kind="stable")
                 best = int(order[0])
                 if runners_up is not None:
-                    runners_up.append([posts[i] for i in order[1:]])
+                    runners_up.append([(posts[i], float(p[i])) for i in order[1:]])
                 reaching.append([(posts[i], float(p[i])) for i in order
                                  if threat.reaches(p[i], task.target)])
                 outputs.append(AttackOutput(posts[best], status if not reaching[-1] else "ok",

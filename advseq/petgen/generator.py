@@ -157,7 +157,8 @@ def mean_embedding(ids: torch.Tensor, lengths: torch.Tensor, weight: torch.Tenso
     """Mean token embedding ``[..., E]`` of id rows ``[..., T]`` (zeros where length is 0)."""
     T = ids.shape[-1]
     m = (torch.arange(T, device=ids.device) < lengths.unsqueeze(-1)).to(weight.dtype)
-    return (weight[ids] * m.unsqueeze(-1)).sum(-2) / lengths.clamp(min=1).unsqueeze(-1).to(weight.dtype)
+    # F.embedding, not weight[ids]: its CPU backward is deterministic, index_put_'s is not
+    return (nn.functional.embedding(ids, weight) * m.unsqueeze(-1)).sum(-2) / lengths.clamp(min=1).unsqueeze(-1).to(weight.dtype)
 
 
 class ConditionEncoder(nn.Module):

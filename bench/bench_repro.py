@@ -1,0 +1,130 @@
+"""Cold twice: does the whole demo give the same numbers on two fresh machines?
+
+Runs `advseq demo` twice, each into its own run folder with its own empty
+ADVSEQ_HOME (so every detector, reference LM, PETGEN pre-training, judge and
+embedding cache is rebuilt from nothing), then compares the two runs: every
+number in every attack summary, detector metrics, ceiling and retraining record
+(timings left out), and every post every attack wrote. Writes
+bench/results/repro-demo.md and exits 1 if anything differs.
+
+    python bench/bench_repro.py                 # two cold demos (~25 min on 2 cores)
+    python bench/bench_repro.py --compare A B   # compare two finished run folders
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Keys whose values are wall-clock facts or paths, not results.
+SKIP = {"seconds", "attack_seconds", "prepare_seconds", "posts_per_second", "train_seconds",
+        "created", "command", "out", "path", "git", "host", "python", "duration_s", "elapsed"}
+NUMBERED = ("summary.json", "metrics.json", "ceiling.json", "retrain.json", "rounds.json")
+
+
+def _leaves(obj, prefix: str = ""):
+    """(path, value) for every number/string/bool leaf, timing and path keys left out."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in SKIP or k.endswith("_seconds") or k.endswith("_s"):
+                continue
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else k)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, obj
+
+
+def _posts(path: Path) -> dict[str, str | None]:
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["user_id"]] = rec.get("post")
+    return out
+
+
+def compare(a: Path, b: Path) -> tuple[int, int, list[str]]:
+    """(files compared, values compared, differences) between two run folders."""
+    diffs: list[str] = []
+    files = values = 0
+    for fa in sorted(p for p in a.rglob("*") if p.is_file()):
+        rel = fa.relative_to(a)
+        fb = b / rel
+        if fa.name in NUMBERED or fa.name == "results.jsonl":
+            if not fb.exists():
+                diffs.append(f"{rel}: missing in {b}")
+                continue
+            files += 1
+        if fa.name in NUMBERED:
+            la = dict(_leaves(json.loads(fa.read_text())))
+            lb = dict(_leaves(json.loads(fb.read_text())))
+            for key in sorted(set(la) | set(lb)):
+                values += 1
+                if la.get(key) != lb.get(key):
+                    diffs.append(f"{rel}: {key}: {la.get(key)!r} != {lb.get(key)!r}")
+        elif fa.name == "results.jsonl":
+            pa, pb = _posts(fa), _posts(fb)
+            values += len(pa)
+            changed = [u for u in sorted(set(pa) | set(pb)) if pa.get(u) != pb.get(u)]
+            if changed:
+                diffs.append(f"{rel}: {len(changed)} of {len(pa)} posts differ (first: {changed[0]})")
+    return files, values, diffs
+
+
+def run_demo(out: Path, home: Path) -> float:
+    t0 = time.perf_counter()
+    env = {**os.environ, "ADVSEQ_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "advseq", "demo", "--out", str(out), "--no-progress"],
+                   env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
+                    help="compare two finished run folders instead of running the demo twice")
+    ap.add_argument("--keep", action="store_true", help="keep the two run folders and homes")
+    args = ap.parse_args()
+    timings: list[float] = []
+    if args.compare:
+        a, b = args.compare
+    else:
+        root = Path(tempfile.mkdtemp(prefix="advseq-repro-"))
+        a, b = root / "run-a", root / "run-b"
+        for run, home in ((a, root / "home-a"), (b, root / "home-b")):
+            print(f"cold demo -> {run} (ADVSEQ_HOME={home})", flush=True)
+            timings.append(run_demo(run, home))
+    files, values, diffs = compare(a, b)
+    lines = ["# Cold twice: the demo on two fresh ADVSEQ_HOMEs", "",
+             "`python bench/bench_repro.py` runs `advseq demo` twice, each with an empty cache "
+             "folder, and compares every number (timings left out) and every written post.", "",
+             f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+             f"- compared: {files} result files, {values} values and posts",
+             *(f"- run {i + 1}: {t / 60:.1f} min" for i, t in enumerate(timings)),
+             f"- differences: **{len(diffs)}**", ""]
+    lines += [f"    {d}" for d in diffs[:50]]
+    if len(diffs) > 50:
+        lines.append(f"    ... and {len(diffs) - 50} more")
+    text = "\n".join(lines).rstrip() + "\n"
+    print(text)
+    if not args.compare:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "repro-demo.md").write_text(text)
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(a.parent, ignore_errors=True)
+    sys.exit(1 if diffs else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -63,9 +63,11 @@ class ThreatModel:
         self.surrogate = surrogate
         self.queries: Counter[str] = Counter()
 
-    def reaches(self, prob: float, target: int) -> bool:
-        """Whether a detector probability ``prob`` gives the verdict ``target``."""
-        return (prob >= self.threshold) == bool(target)
+    def reaches(self, prob: float, target: int, margin: float = 0.0) -> bool:
+        """Whether a detector probability ``prob`` gives the verdict ``target`` — with a
+        ``margin``, by at least that much past the threshold (``prob >= threshold + margin``
+        for a positive verdict, ``prob < threshold - margin`` for a negative one)."""
+        return prob >= self.threshold + margin if target else prob < self.threshold - margin
 
     # ---- capability checks ---------------------------------------------------------
     def has(self, capability: str) -> bool:

@@ -109,6 +109,14 @@ def test_mode_needs_detector_capability(tiny: Dataset) -> None:
     assert tm.score(tiny.users[:2]).tolist() == [0.5, 0.5]
 
 
+def test_reaches_follows_threshold_and_margin() -> None:
+    tm = ThreatModel(CallableDetector(lambda users: [0.5] * len(users)), "score", threshold=0.7)
+    assert tm.reaches(0.7, 1) and not tm.reaches(0.7, 0) and tm.reaches(0.69, 0)
+    # past the threshold by the margin: 0.7 + 0.2 for a positive verdict, 0.7 - 0.2 negative
+    assert not tm.reaches(0.85, 1, margin=0.2) and tm.reaches(0.9, 1, margin=0.2)
+    assert not tm.reaches(0.55, 0, margin=0.2) and tm.reaches(0.49, 0, margin=0.2)
+
+
 def test_callable_detector_checks_output(tiny: Dataset) -> None:
     det = CallableDetector(lambda users: [0.1])
     with pytest.raises(ConfigError, match="returned 1 scores for 3 users"):

@@ -235,10 +235,10 @@ def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> Non
     spec = AttackSpec()
     tasks = [spec.task(u) for u in split.train.users[:120] if spec.targets(u)]
 
-    def offered_gaps(surrogate: bool, margin: float | None) -> np.ndarray:
+    def offered_gaps(surrogate: bool, margin: float | None, threshold: float = 0.5) -> np.ndarray:
         model = copy.deepcopy(trained)          # a selection round fine-tunes the model
         model.select_k, model.select_margin = 16, margin
-        threat = ThreatModel(load_detector(cnn_dir), "white-box", surrogate=surrogate)
+        threat = ThreatModel(load_detector(cnn_dir), "white-box", surrogate=surrogate, threshold=threshold)
         recorder = Recorder()
         recorder.offered = []
         _AdversarialState(model, threat, tasks, spec, recorder).select_round(0)   # type: ignore[arg-type]
@@ -253,6 +253,10 @@ def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> Non
     kept = offered_gaps(True, margin)
     assert len(kept) and (kept < 0.5 - margin).all() and len(kept) < len(deployed)
     assert (offered_gaps(True, None) < 0.25).all()     # the default margin on a surrogate
+    # The goal is the threat's verdict: a detector that flags only from 0.6 up is evaded
+    # by more of the same candidates (all targets here are 0: evasion).
+    loose = offered_gaps(False, None, threshold=0.6)
+    assert (loose < 0.6).all() and len(loose) > len(deployed)
     from advseq.errors import ConfigError
 
     for bad in ({"select_margin": 0.5}, {"select_margin": -0.1}, {"select_temperature": 0}):

@@ -71,10 +71,11 @@ from advseq.threat import ThreatModel
 FORMAT = "advseq-petgen/1"
 #: Part of every cache key of trained generators: bump it when training changes, so that a
 #: generator cached by older code is never reused as if it were this code's.
-TRAINING_VERSION = 5
+TRAINING_VERSION = 6
 #: The same for the MLE pre-training cache alone (it was TRAINING_VERSION up to 4; it only
-#: changes when pre-training does, so adversarial changes do not redo minutes of MLE).
-MLE_VERSION = 4
+#: changes when pre-training does, so adversarial changes do not redo minutes of MLE;
+#: 5: deterministic history-encoding gradients, so caches built by 4 are not this code's).
+MLE_VERSION = 5
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -578,7 +579,7 @@ class _AdversarialState:
         temperature = m.temperature if m.select_temperature is None else m.select_temperature
         margin = m.select_margin if m.select_margin is not None else (0.25 if self.threat.surrogate else 0.0)
         uniforms = torch.from_numpy(self.np_rng.random((len(self.tasks) * k, T)))
-        chosen, goal_probs = [], []
+        chosen, goal_probs, reached = [], [], []
         for s in range(0, len(self.tasks), 64):
             part = self.tasks[s:s + 64]
             cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k, temperature=temperature)
@@ -588,8 +589,10 @@ class _AdversarialState:
                 dist = np.abs(p - task.target)
                 best = int(np.argmin(dist))
                 picked.append((posts[best], 1.0 - float(dist[best])))
-                reaching.append([(c, 1.0 - float(d)) for c, d in zip(posts, dist, strict=True)
-                                 if d < 0.5 - margin])
+                # the closest candidate gives the goal verdict iff any does, whichever is posted
+                reached.append(self.threat.reaches(p[best], task.target))
+                reaching.append([(c, 1.0 - float(d)) for c, d, q in zip(posts, dist, p, strict=True)
+                                 if self.threat.reaches(q, task.target, margin)])
             if self.natural is not None:
                 picks = self.natural.best(part, [[c for c, _ in r] for r in reaching])
                 picked = [r[j] if r else pk for pk, r, j in zip(picked, reaching, picks, strict=True)]
@@ -613,4 +616,4 @@ class _AdversarialState:
                 self.opt_g.step()
         gen.eval()
         return {"round": r + 1, "best_goal_prob": round(float(np.mean(goal_probs)), 4),
-                "reached": round(float(np.mean([g >= 0.5 for g in goal_probs])), 4)}
+                "reached": round(float(np.mean(reached)), 4)}

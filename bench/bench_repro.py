@@ -34,7 +34,7 @@ def _leaves(obj, prefix: str = ""):
     """(path, value) for every number/string/bool leaf, timing and path keys left out."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in SKIP or k.endswith("_seconds") or k.endswith("_s"):
+            if k in SKIP or k.endswith(("_seconds", "_per_second", "_s")):
                 continue
             yield from _leaves(v, f"{prefix}.{k}" if prefix else k)
     elif isinstance(obj, list):

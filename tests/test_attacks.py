@@ -104,6 +104,20 @@ def test_unitrigger_transfer_with_given_surrogate(demo, cnn_dir, tmp_path) -> No
     assert all(r["post"].endswith(next(iter(triggers))) for r in records if r["targeted"])
 
 
+def test_transfer_from_an_ensemble_surrogate(demo, cnn_dir, tmp_path) -> None:
+    """An ensemble trained with `advseq train -d ensemble` is a surrogate like any other:
+    the attack runs white-box on all its members, the deployed cnn scores the posts."""
+    sur = tmp_path / "ens"
+    train_detector(demo, "ensemble", sur, seed=5, params={"member": "cnn", "size": 2,
+                                                          "member_params": SMALL_CNN}, progress=False)
+    assert sorted(p.name for p in (sur / "members").iterdir()) == ["0", "1"]
+    s = attack(demo, cnn_dir, "hotflip", tmp_path / "h", mode="transfer", surrogate=sur, max_users=30)
+    records = [r for r in read_records(tmp_path / "h" / RESULTS_FILE) if r["targeted"]]
+    assert s["mode"] == "transfer" and records
+    # the recorded surrogate scores are the ensemble's, not the deployed detector's
+    assert any(abs(r["info"]["surrogate_prob"] - r["attacked_prob"]) > 1e-3 for r in records)
+
+
 def test_resume_refuses_changed_settings(demo, cnn_dir, tmp_path) -> None:
     attack(demo, cnn_dir, "copycat", tmp_path / "r", max_users=20)
     with pytest.raises(ConfigError, match="already holds a run"):

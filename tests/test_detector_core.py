@@ -153,3 +153,48 @@ def test_score_only_detectors(name: str, params: dict, tiny: Dataset, tmp_path: 
         ThreatModel(det, "white-box")
     back = load_detector(det.save(tmp_path / name))
     np.testing.assert_allclose(back.predict_proba(tiny.users), p, rtol=1e-6)
+
+
+def test_ensemble_averages_members_and_round_trips(tiny: Dataset, tmp_path: Path) -> None:
+    ens = create_detector("ensemble", member="hlstm", size=2, member_params=SMALL["hlstm"], seed=5)
+    assert "gradient" in type(ens).capabilities            # pre-flight checks read the class
+    ens.fit(tiny.users, progress=False)
+    assert [m.seed for m in ens.members_] == [5, 6]
+    p_members = np.array([m.predict_proba(tiny.users) for m in ens.members_])
+    logit = np.log(p_members / (1 - p_members)).mean(0)
+    p = ens.predict_proba(tiny.users)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-logit)), rtol=1e-9)
+    assert not np.allclose(p_members[0], p_members[1])     # two seeds, two models
+    # White-box: a one-hot soft post scores like the real post, averaged over the members.
+    tm = ThreatModel(ens, "white-box")
+    users = tiny.users[:4]
+    histories = [u.with_posts(u.posts[:-1]) for u in users]
+    ids = [tm.vocab.encode(u.posts[-1].text, max_len=ens.max_post_tokens) for u in users]
+    T = max(map(len, ids))
+    soft = torch.zeros(len(users), T, len(tm.vocab))
+    for b, row in enumerate(ids):
+        soft[b, torch.arange(len(row)), torch.tensor(row)] = 1.0
+    logits = tm.soft_logits(histories, soft, torch.tensor([len(r) for r in ids]))
+    np.testing.assert_allclose(torch.sigmoid(logits).detach().numpy(), ens.predict_proba(users), atol=1e-5)
+    back = load_detector(ens.save(tmp_path / "ens"))
+    np.testing.assert_array_equal(back.predict_proba(tiny.users), p)
+    assert back.fingerprint() == ens.fingerprint()
+
+
+def test_ensemble_without_one_vocabulary_offers_no_gradient(tiny: Dataset) -> None:
+    ens = create_detector("ensemble", member="hlstm", size=2, member_params=SMALL["hlstm"])
+    half = len(tiny.users) // 2
+    ens.members_ = [create_detector("hlstm", seed=i, **SMALL["hlstm"]).fit(part, progress=False)
+                    for i, part in enumerate([tiny.users[:half], tiny.users[half:]])]
+    assert ens.capabilities == {"label", "score"}
+    with pytest.raises(CapabilityError):
+        ThreatModel(ens, "white-box")
+    assert ThreatModel(ens, "score").score(tiny.users[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"size": 0}, "size"), ({"member": "ensemble"}, "cannot be ensembles"),
+    ({"member_params": {"seed": 1}}, "seed"), ({"member": "no-such"}, "no-such")])
+def test_ensemble_bad_params(params: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        create_detector("ensemble", **params)

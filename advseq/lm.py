@@ -294,8 +294,11 @@ class PostLM(Configurable):
         H = self._head_size
         log_w = math.log((W.shape[0] - H) / len(negatives))
         head = h @ W[:H].T
-        tail = (h @ W[negatives].T + log_w).masked_fill(negatives[None, :] == y[:, None], -math.inf)
-        y_logit = (h * W[y]).sum(-1)
+        # F.embedding, not W[y]: its CPU backward adds the rows of repeated ids in a fixed
+        # order; index_put_'s follows thread timing, so cold caches trained different LMs.
+        tail = (h @ nn.functional.embedding(negatives, W).T + log_w).masked_fill(
+            negatives[None, :] == y[:, None], -math.inf)
+        y_logit = (h * nn.functional.embedding(y, W)).sum(-1)
         y_tail = y_logit.masked_fill(y < H, -math.inf)
         log_z = torch.logsumexp(torch.cat([head, tail, y_tail[:, None]], 1).float(), 1)
         return log_z - y_logit.float()
@@ -549,6 +552,9 @@ def post_pairs(users: Iterable[User]) -> list[tuple[str | None, str]]:
 #: the reference LM trains on at most this many posts (a seeded sample beyond it), so a
 #: large dataset (pan19-bots-en: 208k training tweets) costs minutes, not an hour
 REF_LM_MAX_POSTS = 30_000
+#: Part of the reference LM's cache key: 2 = training independent of thread timing
+#: (a key without it was cached by the thread-order-dependent sampled softmax).
+REF_LM_VERSION = 2
 
 
 def reference_lm(train: Dataset, *, seed: int = 0, progress: bool | None = None,
@@ -560,7 +566,8 @@ def reference_lm(train: Dataset, *, seed: int = 0, progress: bool | None = None,
 
     lm = PostLM(seed=seed, **params)
     pairs = post_pairs(train)
-    key_params = {k: v for k, v in lm.get_params().items() if k not in ("seed", "device")}
+    key_params: dict[str, Any] = {k: v for k, v in lm.get_params().items() if k not in ("seed", "device")}
+    key_params["training_version"] = REF_LM_VERSION
     if len(pairs) > max_posts:
         keep = np.sort(np.random.default_rng(seed).choice(len(pairs), max_posts, replace=False))
         pairs = [pairs[i] for i in keep]

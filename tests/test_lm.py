@@ -203,3 +203,32 @@ def test_reference_lm_samples_large_datasets() -> None:
     assert lm.fit_info_["n_train"] + lm.fit_info_["n_valid"] == cap
     full = reference_lm(ds, progress=False, max_posts=ds.n_posts, **params)
     assert full.fit_info_["n_train"] + full.fit_info_["n_valid"] == ds.n_posts
+
+
+def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two cold caches must train the same reference LM: the sampled softmax's gradient
+    is the same bits on every call and for any thread count (``W[y]``'s backward added
+    the rows of repeated targets in thread order, and wiki's reference LM differed
+    between fresh ADVSEQ_HOMEs)."""
+    import advseq.lm
+    from advseq.lm import _pad_right
+
+    monkeypatch.setattr(advseq.lm, "SAMPLED_HEAD", 8)
+    lm = PostLM(**{**SMALL, "epochs": 1, "n_embd": 128}).fit(corpus(60), progress=False)
+    seqs, starts = lm._sequences(corpus(4000, seed=1))   # ~24k targets of ~30 ids
+    ids, target = _pad_right(seqs, starts)
+    negatives = torch.arange(8, 20)
+    W = lm.model_.lm_head.weight
+
+    def grad(threads: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
+        lm.model_.zero_grad(set_to_none=True)
+        lm._nll(ids, target, negatives).sum().backward()
+        return W.grad.clone()
+
+    threads = torch.get_num_threads()
+    try:
+        grads = [grad(max(2, threads)) for _ in range(4)] + [grad(1)]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])

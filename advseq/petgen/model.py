@@ -71,11 +71,12 @@ from advseq.threat import ThreatModel
 FORMAT = "advseq-petgen/1"
 #: Part of every cache key of trained generators: bump it when training changes, so that a
 #: generator cached by older code is never reused as if it were this code's.
-TRAINING_VERSION = 6
+TRAINING_VERSION = 7
 #: The same for the MLE pre-training cache alone (it was TRAINING_VERSION up to 4; it only
 #: changes when pre-training does, so adversarial changes do not redo minutes of MLE;
-#: 5: deterministic history-encoding gradients, so caches built by 4 are not this code's).
-MLE_VERSION = 5
+#: 5: deterministic history-encoding gradients; 6: it starts from a deterministic
+#: reference LM (advseq.lm.REF_LM_VERSION 2)).
+MLE_VERSION = 6
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:

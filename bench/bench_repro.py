@@ -9,6 +9,9 @@ bench/results/repro-demo.md and exits 1 if anything differs.
 
     python bench/bench_repro.py                 # two cold demos (~25 min on 2 cores)
     python bench/bench_repro.py --compare A B   # compare two finished run folders
+    python bench/bench_repro.py --lm ../shared/data/wiki   # the reference LM of a real
+        # dataset (its sampled softmax, which the demo's small vocabulary never uses),
+        # trained twice on fresh homes: are the weights the same bits?
 """
 
 from __future__ import annotations
@@ -88,12 +91,46 @@ def run_demo(out: Path, home: Path) -> float:
     return time.perf_counter() - t0
 
 
+_LM_HASH = """
+import hashlib, sys
+from advseq.io import load_dataset
+from advseq.lm import reference_lm
+lm = reference_lm(load_dataset(sys.argv[1]).split(0.2, seed=0).train, progress=False)
+h = hashlib.sha256()
+for _, t in sorted(lm.model_.state_dict().items()):
+    h.update(t.detach().cpu().numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def lm_twice(data: Path) -> list[str]:
+    """Weights hash of the reference LM of ``data``'s seed-0 training split, trained in
+    two fresh ADVSEQ_HOMEs."""
+    out = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory(prefix="advseq-repro-lm-") as home:
+            env = {**os.environ, "ADVSEQ_HOME": home}
+            res = subprocess.run([sys.executable, "-c", _LM_HASH, str(data)], env=env, check=True,
+                                 capture_output=True, text=True)
+            out.append(res.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
                     help="compare two finished run folders instead of running the demo twice")
     ap.add_argument("--keep", action="store_true", help="keep the two run folders and homes")
+    ap.add_argument("--lm", type=Path, metavar="DATA",
+                    help="train DATA's reference LM twice on fresh homes and compare the weights")
     args = ap.parse_args()
+    if args.lm:
+        t0 = time.perf_counter()
+        hashes = lm_twice(args.lm)
+        same = hashes[0] == hashes[1]
+        print(f"reference LM of {args.lm}: {hashes[0][:16]} / {hashes[1][:16]} -> "
+              f"{'identical' if same else 'DIFFERENT'} ({(time.perf_counter() - t0) / 60:.1f} min)")
+        sys.exit(0 if same else 1)
     timings: list[float] = []
     if args.compare:
         a, b = args.compare

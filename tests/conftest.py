@@ -91,3 +91,20 @@ def wiki_path() -> Path:
 @pytest.fixture
 def pan19_path() -> Path:
     return real_data("pan19-bots-en")
+
+
+def same_bits_on_any_threads(grad) -> bool:
+    """Whether ``grad()`` (a fresh gradient tensor per call) gives the same bits four times
+    on several threads and once on one: training that depends on the order threads add
+    floats in trains different models on different machines."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        grads = []
+        for n in (max(2, threads),) * 4 + (1,):
+            torch.set_num_threads(n)
+            grads.append(grad())
+    finally:
+        torch.set_num_threads(threads)
+    return all(torch.equal(grads[0], g) for g in grads[1:])

@@ -14,6 +14,7 @@ from advseq.lm import PostLM, post_pairs, reference_lm
 from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
 from advseq.text import SPECIALS, Tokenizer
+from tests.conftest import same_bits_on_any_threads
 
 SMALL = dict(n_layer=1, n_embd=32, n_head=2, max_context_tokens=8, max_post_tokens=12,
              epochs=6, batch_size=16, lr=1e-2, patience=6, seed=0)
@@ -220,15 +221,9 @@ def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.Monke
     negatives = torch.arange(8, 20)
     W = lm.model_.lm_head.weight
 
-    def grad(threads: int) -> torch.Tensor:
-        torch.set_num_threads(threads)
+    def grad() -> torch.Tensor:
         lm.model_.zero_grad(set_to_none=True)
         lm._nll(ids, target, negatives).sum().backward()
         return W.grad.clone()
 
-    threads = torch.get_num_threads()
-    try:
-        grads = [grad(max(2, threads)) for _ in range(4)] + [grad(1)]
-    finally:
-        torch.set_num_threads(threads)
-    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    assert same_bits_on_any_threads(grad)

@@ -21,6 +21,7 @@ from advseq.petgen.model import PETGEN, task_example
 from advseq.schema import Dataset, Post, User
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split, train_detector
+from tests.conftest import same_bits_on_any_threads
 
 runner = CliRunner()
 SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 4, "max_posts": 12,
@@ -116,18 +117,12 @@ def test_mean_embedding_gradient_is_thread_order_free() -> None:
     lengths = torch.randint(0, 25, (32, 20), generator=gen)
     upstream = torch.randn(32, 20, 32, generator=gen)
 
-    def grad(threads: int) -> torch.Tensor:
-        torch.set_num_threads(threads)
+    def grad() -> torch.Tensor:
         weight.grad = None
         (mean_embedding(ids, lengths, weight) * upstream).sum().backward()
         return weight.grad.clone()
 
-    threads = torch.get_num_threads()
-    try:
-        grads = [grad(max(2, threads)) for _ in range(4)] + [grad(1)]
-    finally:
-        torch.set_num_threads(threads)
-    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    assert same_bits_on_any_threads(grad)
 
 
 def test_attack_term_needs_gradient(split, cnn_dir: Path) -> None:

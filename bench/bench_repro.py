@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Keys whose values are wall-clock facts or paths, not results.
-SKIP = {"seconds", "attack_seconds", "prepare_seconds", "posts_per_second", "train_seconds",
-        "created", "command", "out", "path", "git", "host", "python", "duration_s", "elapsed"}
+# Keys whose values are wall-clock facts or paths, not results (besides every key ending
+# in one of TIMING_SUFFIXES).
+SKIP = {"seconds", "created", "command", "out", "path", "git", "host", "python", "elapsed"}
+TIMING_SUFFIXES = ("_seconds", "_per_second", "_s")
 NUMBERED = ("summary.json", "metrics.json", "ceiling.json", "retrain.json", "rounds.json")
 
 
@@ -37,7 +38,7 @@ def _leaves(obj, prefix: str = ""):
     """(path, value) for every number/string/bool leaf, timing and path keys left out."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in SKIP or k.endswith(("_seconds", "_per_second", "_s")):
+            if k in SKIP or k.endswith(TIMING_SUFFIXES):
                 continue
             yield from _leaves(v, f"{prefix}.{k}" if prefix else k)
     elif isinstance(obj, list):

@@ -177,10 +177,8 @@ class PETGENAttack(Attack):
         if not hasattr(self, "model_"):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
-        runners_up: list[list[tuple[str, float]]] = []
         natural = self._naturalness(threat)
-        outputs = self.model_.write(tasks, threat, rngs, ranker=self._ranker, runners_up=runners_up,
-                                    natural=natural)
+        outputs, runners_up = self.model_.write(tasks, threat, rngs, ranker=self._ranker, natural=natural)
         if self.refine_flips and threat.has("gradient"):
             outputs = self._refine(tasks, outputs, runners_up, threat, natural=natural)
         if natural is not None:

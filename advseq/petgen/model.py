@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -102,6 +102,14 @@ def task_example(task: AttackTask) -> CondExample:
     # Without contexts (tweets) nothing is relevant: the relevancy term and relevancy
     # attention stay off, as in pre-training, instead of treating "no context" as one context.
     return CondExample(task.history.posts, task.context, user.posts[-1].text, float(task.target), flags)
+
+
+class Written(NamedTuple):
+    """What :meth:`PETGEN.write` chose for each task, and the other candidates it scored."""
+
+    outputs: list[AttackOutput]
+    #: per task, the other scored candidates with their scores, closest to the goal first
+    runners_up: list[list[tuple[str, float]]]
 
 
 def mle_examples(users: Sequence[User], positions: int) -> list[CondExample]:
@@ -331,22 +339,22 @@ class PETGEN(Configurable):
         return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
-              ranker: ThreatModel | None = None, runners_up: list[list[tuple[str, float]]] | None = None,
-              natural: Naturalness | None = None) -> list[AttackOutput]:
+              ranker: ThreatModel | None = None, natural: Naturalness | None = None) -> Written:
         """Sample ``candidates`` posts per task and keep one: by the threat model's scores
         when granted; with labels only, candidates are ranked by ``ranker`` (the attacker's
         surrogate) and label-queried in that order.
 
         With scores, the candidate closest to the goal verdict is kept; given ``natural``,
         the most natural (:class:`Naturalness`) of the candidates that already reach the
-        goal, and the closest one when none does. ``runners_up``, when given, receives for
-        every task the other scored candidates with their scores, closest to the goal first
-        (empty where no scores were granted)."""
+        goal, and the closest one when none does. The :class:`Written` result also holds,
+        for every task, the other scored candidates with their scores, closest to the goal
+        first (empty where no scores were granted)."""
         k = self.candidates
         T = self.lm_.max_post_tokens
         uniforms = torch.from_numpy(np.concatenate([r.random((k, T)) for r in rngs]))
         cands = self.sample(tasks, uniforms, k)
         outputs: list[AttackOutput] = []
+        runners_up: list[list[tuple[str, float]]] = []
         reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
         for task, posts in zip(tasks, cands, strict=True):
             posts = list(dict.fromkeys(posts))
@@ -358,8 +366,7 @@ class PETGEN(Configurable):
                 p = threat.score([task.with_post(c) for c in posts])
                 order = np.argsort(np.abs(p - task.target), kind="stable")
                 best = int(order[0])
-                if runners_up is not None:
-                    runners_up.append([(posts[i], float(p[i])) for i in order[1:]])
+                runners_up.append([(posts[i], float(p[i])) for i in order[1:]])
                 reaching.append([(posts[i], float(p[i])) for i in order
                                  if threat.reaches(p[i], task.target)])
                 outputs.append(AttackOutput(posts[best], status if not reaching[-1] else "ok",
@@ -369,8 +376,7 @@ class PETGEN(Configurable):
             if ranker is not None:
                 rp = ranker.score([task.with_post(c) for c in posts])
                 posts = [posts[i] for i in np.argsort(np.abs(rp - task.target), kind="stable")]
-            if runners_up is not None:
-                runners_up.append([])
+            runners_up.append([])
             chosen, info = posts[0], {"candidates": len(posts)}
             if threat.has("label"):
                 for c in posts:
@@ -389,7 +395,7 @@ class PETGEN(Configurable):
                     o = outputs[n]
                     outputs[n] = AttackOutput(r[j][0], o.status, {**o.info, "score": round(r[j][1], 6),
                                                                   "reaching": len(r)})
-        return outputs
+        return Written(outputs, runners_up)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -1,10 +1,12 @@
 """``ensemble``: several detectors of one kind trained with different seeds, averaged.
 
-Its score is the sigmoid of the members' mean logit. Deployed, it is a sturdier
+Its score is the sigmoid of the members' mean logit (``combine="mean"``), or of the most
+suspicious member's logit (``combine="max"``: it flags a user when any member does). Deployed, it is a sturdier
 detector; as the attacker's surrogate in transfer mode it is the classic way to make
 adversarial text transfer (Liu et al., "Delving into Transferable Adversarial Examples
 and Black-box Attacks", ICLR 2017: what fools several models fools an unseen one more
-often): a post must move every member, not one model's quirks.
+often): a post must move every member, not one model's quirks. With ``combine="max"`` a
+post evades the surrogate only when it evades every member, the stricter goal.
 
 Members are trained with seeds ``seed, seed + 1, ...`` on the same users (one validation
 split, carved with ``seed``, for all of them) and saved in
@@ -13,6 +15,7 @@ split, carved with ``seed``, for all of them) and saved in
 users have it), and then a soft post is scored by every member, differentiably.
 
     advseq train DATA -d ensemble -p member=hlstm -p size=3 --seed 1000 -o surrogate-ens
+    advseq train DATA -d ensemble -p member=hlstm -p combine=max --seed 1000 -o surrogate-any
     advseq attack DATA -d DEPLOYED -a petgen --mode transfer --surrogate surrogate-ens
 """
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from advseq.text import Vocabulary
 
 MEMBERS_DIR = "members"
+COMBINE = ("mean", "max")
 _EPS = 1e-7
 
 
@@ -52,12 +56,16 @@ class _Offered:
 
 
 class EnsembleDetector(Detector):
-    """Several detectors of one kind trained with different seeds, scored by their mean logit."""
+    """Several detectors of one kind trained with different seeds, scored by their mean (or
+    largest) logit."""
 
     name = "ensemble"
 
     def __init__(self, *, member: str = "hlstm", size: int = 3,
-                 member_params: dict[str, Any] | None = None, seed: int = 0) -> None:
+                 member_params: dict[str, Any] | None = None, combine: str = "mean",
+                 seed: int = 0) -> None:
+        if combine not in COMBINE:
+            raise ConfigError(f"ensemble combine must be one of {', '.join(COMBINE)}, got {combine!r}")
         if member == self.name:
             raise ConfigError("an ensemble's members cannot be ensembles")
         if size < 1:
@@ -67,6 +75,7 @@ class EnsembleDetector(Detector):
         self.member = member
         self.size = size
         self.member_params = dict(member_params or {})
+        self.combine = combine
         self.seed = seed
         self.members_: list[Detector] = []
         self.fit_info_ = {}
@@ -128,7 +137,8 @@ class EnsembleDetector(Detector):
 
     def predict_proba(self, users: Sequence[User]) -> np.ndarray:
         self._require_fitted()
-        logits = np.mean([_logit(m.predict_proba(users)) for m in self.members_], axis=0)
+        each = np.array([_logit(m.predict_proba(users)) for m in self.members_])
+        logits = each.max(axis=0) if self.combine == "max" else each.mean(axis=0)
         return 1.0 / (1.0 + np.exp(-logits))
 
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
@@ -137,9 +147,11 @@ class EnsembleDetector(Detector):
         if "gradient" not in self.capabilities:
             raise ConfigError(f"ensemble of {self.member!r}: its members offer no soft-post gradient "
                               "with one shared vocabulary")
-        outs = [m.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
-                for m in self.members_]
-        return sum(outs[1:], outs[0]) / len(outs)
+        import torch
+
+        each = torch.stack([m.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
+                            for m in self.members_])
+        return each.amax(dim=0) if self.combine == "max" else each.mean(dim=0)
 
     def _state_arrays(self) -> list[np.ndarray]:
         self._require_fitted()

@@ -179,6 +179,15 @@ def test_ensemble_averages_members_and_round_trips(tiny: Dataset, tmp_path: Path
     back = load_detector(ens.save(tmp_path / "ens"))
     np.testing.assert_array_equal(back.predict_proba(tiny.users), p)
     assert back.fingerprint() == ens.fingerprint()
+    # combine="max": the most suspicious member decides, for text and soft posts alike.
+    back.combine = "max"
+    np.testing.assert_allclose(back.predict_proba(tiny.users), 1 / (1 + np.exp(-np.log(p_members / (1 - p_members)).max(0))),
+                               rtol=1e-9)
+    assert np.all(back.predict_proba(tiny.users) >= p - 1e-12) and not np.allclose(back.predict_proba(tiny.users), p)
+    logits = ThreatModel(back, "white-box").soft_logits(histories, soft, torch.tensor([len(r) for r in ids]))
+    np.testing.assert_allclose(torch.sigmoid(logits).detach().numpy(), back.predict_proba(users), atol=1e-5)
+    assert load_detector(back.save(tmp_path / "ens-max")).combine == "max"
+    assert back.fingerprint() != ens.fingerprint()
 
 
 def test_ensemble_without_one_vocabulary_offers_no_gradient(tiny: Dataset) -> None:
@@ -194,7 +203,8 @@ def test_ensemble_without_one_vocabulary_offers_no_gradient(tiny: Dataset) -> No
 
 @pytest.mark.parametrize("params, match", [
     ({"size": 0}, "size"), ({"member": "ensemble"}, "cannot be ensembles"),
-    ({"member_params": {"seed": 1}}, "seed"), ({"member": "no-such"}, "no-such")])
+    ({"member_params": {"seed": 1}}, "seed"), ({"member": "no-such"}, "no-such"),
+    ({"combine": "median"}, "combine")])
 def test_ensemble_bad_params(params: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         create_detector("ensemble", **params)

@@ -1,12 +1,13 @@
 """``ensemble``: several detectors of one kind trained with different seeds, averaged.
 
 Its score is the sigmoid of the members' mean logit (``combine="mean"``), or of the most
-suspicious member's logit (``combine="max"``: it flags a user when any member does). Deployed, it is a sturdier
-detector; as the attacker's surrogate in transfer mode it is the classic way to make
-adversarial text transfer (Liu et al., "Delving into Transferable Adversarial Examples
-and Black-box Attacks", ICLR 2017: what fools several models fools an unseen one more
-often): a post must move every member, not one model's quirks. With ``combine="max"`` a
-post evades the surrogate only when it evades every member, the stricter goal.
+suspicious member's logit (``combine="max"``: it flags a user when any member does).
+Deployed, it is a sturdier detector; as the attacker's surrogate in transfer mode it is
+the classic way to make adversarial text transfer (Liu et al., "Delving into Transferable
+Adversarial Examples and Black-box Attacks", ICLR 2017: what fools several models fools
+an unseen one more often): a post must move every member, not one model's quirks. With
+``combine="max"`` a post evades the surrogate only when it evades every member, the
+stricter goal (on wiki it transferred no better than the mean: README).
 
 Members are trained with seeds ``seed, seed + 1, ...`` on the same users (one validation
 split, carved with ``seed``, for all of them) and saved in

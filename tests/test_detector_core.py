@@ -161,9 +161,9 @@ def test_ensemble_averages_members_and_round_trips(tiny: Dataset, tmp_path: Path
     ens.fit(tiny.users, progress=False)
     assert [m.seed for m in ens.members_] == [5, 6]
     p_members = np.array([m.predict_proba(tiny.users) for m in ens.members_])
-    logit = np.log(p_members / (1 - p_members)).mean(0)
+    member_logits = np.log(p_members / (1 - p_members))
     p = ens.predict_proba(tiny.users)
-    np.testing.assert_allclose(p, 1 / (1 + np.exp(-logit)), rtol=1e-9)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-member_logits.mean(0))), rtol=1e-9)
     assert not np.allclose(p_members[0], p_members[1])     # two seeds, two models
     # White-box: a one-hot soft post scores like the real post, averaged over the members.
     tm = ThreatModel(ens, "white-box")
@@ -174,17 +174,18 @@ def test_ensemble_averages_members_and_round_trips(tiny: Dataset, tmp_path: Path
     soft = torch.zeros(len(users), T, len(tm.vocab))
     for b, row in enumerate(ids):
         soft[b, torch.arange(len(row)), torch.tensor(row)] = 1.0
-    logits = tm.soft_logits(histories, soft, torch.tensor([len(r) for r in ids]))
+    lengths = torch.tensor([len(r) for r in ids])
+    logits = tm.soft_logits(histories, soft, lengths)
     np.testing.assert_allclose(torch.sigmoid(logits).detach().numpy(), ens.predict_proba(users), atol=1e-5)
     back = load_detector(ens.save(tmp_path / "ens"))
     np.testing.assert_array_equal(back.predict_proba(tiny.users), p)
     assert back.fingerprint() == ens.fingerprint()
     # combine="max": the most suspicious member decides, for text and soft posts alike.
     back.combine = "max"
-    np.testing.assert_allclose(back.predict_proba(tiny.users), 1 / (1 + np.exp(-np.log(p_members / (1 - p_members)).max(0))),
-                               rtol=1e-9)
-    assert np.all(back.predict_proba(tiny.users) >= p - 1e-12) and not np.allclose(back.predict_proba(tiny.users), p)
-    logits = ThreatModel(back, "white-box").soft_logits(histories, soft, torch.tensor([len(r) for r in ids]))
+    p_max = back.predict_proba(tiny.users)
+    np.testing.assert_allclose(p_max, 1 / (1 + np.exp(-member_logits.max(0))), rtol=1e-9)
+    assert np.all(p_max >= p - 1e-12) and not np.allclose(p_max, p)
+    logits = ThreatModel(back, "white-box").soft_logits(histories, soft, lengths)
     np.testing.assert_allclose(torch.sigmoid(logits).detach().numpy(), back.predict_proba(users), atol=1e-5)
     assert load_detector(back.save(tmp_path / "ens-max")).combine == "max"
     assert back.fingerprint() != ens.fingerprint()

@@ -157,4 +157,4 @@ class ThreatModel:
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "capabilities": sorted(self.capabilities), "budget": self.budget,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "fingerprint": self.fingerprint}

@@ -51,8 +51,21 @@ def config(dataset: str, detector: str, ablations: bool, max_users: int | None) 
             "attacks": attacks}
 
 
-def petgen_costs(home: Path) -> list[dict]:
-    """What each PETGEN generator in the cache cost to train (cold runs only)."""
+def _rows_of(key: dict, run_params: dict[str, tuple[dict, str]], fingerprint: str) -> list[str]:
+    """The attack rows whose parameters include ``key``'s and whose threat it was trained on."""
+    return [name for name, (params, fp) in run_params.items() if fp == fingerprint
+            and all(params.get(k) == v for k, v in key.items())]
+
+
+def petgen_costs(home: Path, run: Path | None = None) -> list[dict]:
+    """What each PETGEN generator in the cache cost to train (cold runs only), with the
+    attack rows of ``run`` it was trained for."""
+    run_params: dict[str, tuple[dict, str]] = {}
+    for rj in sorted(run.glob("attacks/*/*/*/run.json")) if run else []:
+        cfg, man = json.loads(rj.read_text()), rj.parent / "manifest.json"
+        fp = (json.loads(man.read_text()).get("threat") or {}).get("fingerprint") if man.exists() else None
+        if fp and not (cfg.get("attack_params") or {}).get("generator"):
+            run_params[rj.parent.name.rsplit("-", 1)[0]] = (cfg["attack_params"], fp)
     rows = []
     for ref in sorted((home / "cache" / "reflm").glob("*/config.json")):
         info = json.loads(ref.read_text()).get("fit_info", {})
@@ -69,7 +82,9 @@ def petgen_costs(home: Path) -> list[dict]:
         adv = info.get("adversarial", {})
         mle_s = (info.get("mle") or {}).get("seconds") or 0
         terms = [t for t in ("gan", "attack", "recency", "relevancy", "select") if p.get(t)]
-        rows.append({"stage": "adversarial fine-tuning", "generator": gen.parent.name,
+        used = _rows_of(key["params"], run_params, key["threat"])
+        rows.append({"stage": "adversarial fine-tuning" + (f" ({', '.join(used)})" if used else ""),
+                     "generator": gen.parent.name, "attacks": used,
                      "seconds": round(info.get("train_seconds", 0) - mle_s, 2) if info else None,
                      "detail": f"{adv.get('steps')} steps + {len(adv.get('selection', []))} selection rounds "
                                f"on {adv.get('users')} users; terms: {', '.join(terms)}; "
@@ -181,7 +196,7 @@ def main() -> int:
     robustness_run(cfg, out=run, report=True, progress=True)
     wall = time.perf_counter() - t0
     rows = table(run)
-    costs = petgen_costs(home)
+    costs = petgen_costs(home, run)
     gen = generation_speed(args.dataset, home)
     out = RESULTS / f"attacks-{args.dataset}"
     write_json(out.with_suffix(".json"), build_manifest(cfg, seed=0, results=rows, petgen_costs=costs,

@@ -18,6 +18,7 @@ from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_atta
 from advseq.paths import demo_data
 from advseq.petgen.generator import mean_embedding
 from advseq.petgen.model import PETGEN, task_example
+from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split, train_detector
@@ -164,6 +165,10 @@ def test_petgen_through_the_evaluator(demo: Dataset, cnn_dir: Path, tmp_path: Pa
     assert 0.0 <= summary["evasion_rate"] <= 1.0
     # Refinement only ever changes posts of users the chosen post had not flipped.
     assert all(r.get("info", {}).get("refine_flips", 0) <= 10 for r in recs)
+    # The manifest names the threat the generator was trained against (its cache key).
+    fp = json.loads((tmp_path / mode / "manifest.json").read_text())["threat"]["fingerprint"]
+    keys = [json.loads(k.read_text()) for k in advseq_home().glob("cache/petgen/*/attack_key.json")]
+    assert fp in {k["threat"] for k in keys}
 
 
 def _attack_on(trained: PETGEN, split, **params):

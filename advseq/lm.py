@@ -392,7 +392,8 @@ class PostLM(Configurable):
     @torch.no_grad()
     def generate_ids(self, prefix_embeds: torch.Tensor, prefix_mask: torch.Tensor,
                      uniforms: torch.Tensor, *, temperature: float = 1.0,
-                     top_p: float = 0.9, max_repeats: int | None = None) -> torch.Tensor:
+                     top_p: float = 0.9, max_repeats: int | None = None,
+                     no_repeat_ngram: int | None = None) -> torch.Tensor:
         """Sample continuations of left-padded prefixes given as embeddings (no gradients).
 
         ``prefix_embeds [B, L, E]`` (e.g. :meth:`embed` of :meth:`prefix` ids, or a
@@ -400,6 +401,8 @@ class PostLM(Configurable):
         ``uniforms [B, T]`` in [0, 1): row ``b``'s random draw at step ``t`` (inverse-CDF
         sampling, so rows are independent of each other). ``max_repeats``: a token already
         written that many times in a row's post is barred from it (no "😂 😂 😂 ..." runs).
+        ``no_repeat_ngram`` (n >= 2): no run of n tokens occurs twice in a post (a token
+        that would complete an n-gram already written is barred).
         Returns ids ``[B, T]``: each row's tokens, then ``<eos>``, then ``<pad>``.
         """
         self._check_fitted()
@@ -428,6 +431,13 @@ class PostLM(Configurable):
                 full = (prev[:, :, None] == prev[:, None, :]).sum(-1) >= max_repeats   # [B, t]
                 rows, cols = full.nonzero(as_tuple=True)
                 logits[rows, prev[rows, cols]] = -math.inf
+            n = no_repeat_ngram
+            if n and t >= n:
+                prev = tokens[:, :t]
+                heads = prev.unfold(1, n - 1, 1)                  # [B, t - n + 2, n - 1]
+                hit = (heads[:, :-1] == prev[:, t - n + 1:].unsqueeze(1)).all(-1)   # [B, t - n + 1]
+                rows, starts = hit.nonzero(as_tuple=True)
+                logits[rows, prev[rows, starts + n - 1]] = -math.inf
             tok = _nucleus(logits, uniforms[:, t], top_p).masked_fill(done, Vocabulary.pad_id)
             tokens[:, t] = tok
             done |= tok == Vocabulary.eos_id

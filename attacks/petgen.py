@@ -45,6 +45,12 @@ threshold transfers worse (wiki: 0.163 against 0.143 choosing naturally);
 modes, on a surrogate only among posts past its threshold by ``select_margin`` (0.25):
 distilling the deepest posts collapsed the pan19-bots-en transfer generator onto 31
 templates (evasion 0.065; 0.293 with the margin, 0.359 re-trained deterministically).
+
+``no_repeat_ngram=N`` (off by default) bars a sampled post from repeating any run of N
+tokens, and refinement from flipping one in; ``max_repeats`` caps single words. On
+pan19-bots-en, N=3 at attack time took white-box PETGEN from 25 to 64 distinct posts for
+92 bots (evasion 0.967 -> 0.989), at a worse judge perplexity (201 -> 768); on wiki it
+changed no user.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ class PETGENAttack(Attack):
 
     def __init__(self, *, generator: str | None = None, candidates: int = 32,
                  temperature: float = 0.8, top_p: float = 0.9, max_repeats: int | None = 4,
-                 adv_steps: int = 60,
+                 no_repeat_ngram: int | None = None, adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
                  rounds: int = 3, select_temperature: float | None = None, select_margin: float | None = None,
@@ -91,6 +97,7 @@ class PETGENAttack(Attack):
         self.temperature = temperature
         self.top_p = top_p
         self.max_repeats = max_repeats
+        self.no_repeat_ngram = no_repeat_ngram
         self.adv_steps = adv_steps
         self.mle_epochs = mle_epochs
         self.gan = gan
@@ -120,6 +127,8 @@ class PETGENAttack(Attack):
     def _model_params(self) -> dict[str, Any]:
         return {"candidates": self.candidates, "temperature": self.temperature, "top_p": self.top_p,
                 "max_repeats": self.max_repeats,
+                # only when set, so generators cached before the option existed stay valid
+                **({"no_repeat_ngram": self.no_repeat_ngram} if self.no_repeat_ngram else {}),
                 "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
                 "select": self.select, "rounds": self.rounds, "select_temperature": self.select_temperature,
@@ -138,7 +147,7 @@ class PETGENAttack(Attack):
         if self.generator is not None:
             self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
                                       temperature=self.temperature, top_p=self.top_p,
-                                      max_repeats=self.max_repeats)
+                                      max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram)
             return
         # Generators are cached by everything they depend on, so a resumed run, another
         # deployed detector attacked through the same surrogate, or a later run reuse them.
@@ -258,8 +267,12 @@ class PETGENAttack(Attack):
                                  max_flips=self.refine_flips, allowed=allowed)
         results: dict[int, list[AttackOutput]] = {}
         for (i, _), r, post in zip(starts, refined, posts, strict=True):
-            if self.max_repeats and _most_repeated(r.post, vocab, T) > max(self.max_repeats, _most_repeated_ids(post.ids)):
+            ids = encode_post(r.post, vocab, T).ids
+            if self.max_repeats and _most_repeated_ids(ids) > max(self.max_repeats, _most_repeated_ids(post.ids)):
                 continue             # flips that pile up one word: not a post a user writes
+            n = self.no_repeat_ngram
+            if n and _repeats_ngram(ids, n) and not _repeats_ngram(post.ids, n):
+                continue             # nor ones that repeat a phrase the sampler would not
             results.setdefault(i, []).append(r)
         best = {i: min(rs, key=lambda r, i=i: abs(r.info["surrogate_prob"] - tasks[i].target))
                 for i, rs in results.items()}
@@ -284,11 +297,10 @@ def _most_repeated_ids(ids: Sequence[int]) -> int:
     return max(Counter(ids).values(), default=0)
 
 
-def _most_repeated(post: str, vocab: Any, max_tokens: int) -> int:
-    """How often the post's most frequent detector token occurs in it."""
-    from attacks.token_search import encode_post
-
-    return _most_repeated_ids(encode_post(post, vocab, max_tokens).ids)
+def _repeats_ngram(ids: Sequence[int], n: int) -> bool:
+    """Whether some run of ``n`` tokens occurs twice in ``ids``."""
+    grams = [tuple(ids[j:j + n]) for j in range(len(ids) - n + 1)]
+    return len(set(grams)) < len(grams)
 
 
 class MALCOMAttack(PETGENAttack):

@@ -93,6 +93,23 @@ def test_max_repeats_bars_tokens_already_written(lm: PostLM) -> None:
     assert max(most_repeated(r) for r in capped.tolist()) == 1
 
 
+def _repeated_ngrams(row: list[int], n: int) -> int:
+    words = [i for i in row if i >= len(SPECIALS)]                # post tokens only
+    grams = [tuple(words[j:j + n]) for j in range(len(words) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_bars_phrases_already_written(lm: PostLM) -> None:
+    n = 2
+    ids, mask = lm.prefix(["page about fresh fish", None] * 16)
+    uniforms = torch.rand(32, SMALL["max_post_tokens"], generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+    free = lm.generate_ids(lm.embed(ids), mask, uniforms, temperature=3.0, top_p=1.0)
+    blocked = lm.generate_ids(lm.embed(ids), mask, uniforms, temperature=3.0, top_p=1.0, no_repeat_ngram=n)
+    assert sum(_repeated_ngrams(r, n) for r in free.tolist()) > 0
+    assert all(_repeated_ngrams(r, n) == 0 for r in blocked.tolist())
+
+
 def test_sampled_softmax_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large vocabularies train on a sampled softmax (frequent head + reweighted tail
     sample); force it on the tiny vocabulary and check it still learns."""

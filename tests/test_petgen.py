@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from advseq.attack import AttackSpec, create_attack
 from advseq.cli import app
 from advseq.detector import load_detector
-from advseq.errors import CapabilityError
+from advseq.errors import CapabilityError, ConfigError
 from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_attack
 from advseq.paths import demo_data
 from advseq.petgen.generator import mean_embedding
@@ -146,6 +146,18 @@ def test_relevancy_flags_need_a_context() -> None:
 def test_malcom_is_petgen_without_recency() -> None:
     assert create_attack("malcom").recency is False
     assert create_attack("petgen").recency is True
+
+
+def test_no_repeat_ngram_option() -> None:
+    from attacks.petgen import _repeats_ngram
+
+    assert _repeats_ngram([5, 6, 7, 5, 6, 7], 3) and not _repeats_ngram([5, 6, 7, 5, 6, 8], 3)
+    assert _repeats_ngram([5, 6, 5, 6], 2) and not _repeats_ngram([5, 6], 3)
+    with pytest.raises(ConfigError, match="no_repeat_ngram"):
+        PETGEN(no_repeat_ngram=1)
+    # Off by default, and then not part of the generator cache key (old caches stay valid).
+    assert "no_repeat_ngram" not in create_attack("petgen")._model_params()
+    assert create_attack("petgen", no_repeat_ngram=3)._model_params()["no_repeat_ngram"] == 3
 
 
 @pytest.mark.parametrize("mode", ["white-box", "transfer"])

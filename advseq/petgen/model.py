@@ -140,7 +140,7 @@ class PETGEN(Configurable):
                  select_real_share: float = 0.25, select_temperature: float | None = None,
                  select_margin: float | None = None,
                  candidates: int = 32, temperature: float = 0.8, top_p: float = 0.9,
-                 max_repeats: int | None = 4,
+                 max_repeats: int | None = 4, no_repeat_ngram: int | None = None,
                  lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
         self.max_posts = max_posts
@@ -173,6 +173,7 @@ class PETGEN(Configurable):
         self.temperature = temperature
         self.top_p = top_p
         self.max_repeats = max_repeats
+        self.no_repeat_ngram = no_repeat_ngram
         self.lm = lm
         self.seed = seed
         self.device = device
@@ -181,6 +182,8 @@ class PETGEN(Configurable):
             raise ConfigError("candidates must be >= 1, adv_steps and mle_epochs >= 0")
         if select_margin is not None and not 0.0 <= select_margin < 0.5:
             raise ConfigError(f"select_margin must be in [0, 0.5), got {select_margin}")
+        if no_repeat_ngram is not None and no_repeat_ngram < 2:
+            raise ConfigError(f"no_repeat_ngram must be >= 2 (or None: off), got {no_repeat_ngram}")
         if select_temperature is not None and select_temperature <= 0:
             raise ConfigError(f"select_temperature must be > 0, got {select_temperature}")
 
@@ -315,7 +318,7 @@ class PETGEN(Configurable):
         mask = mask.repeat_interleave(k, 0)
         temperature = self.temperature if temperature is None else temperature
         ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=temperature, top_p=self.top_p,
-                                    max_repeats=self.max_repeats)
+                                    max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram)
         T = min(tasks[0].max_tokens, self.lm_.max_post_tokens)
         texts = [self.lm_.decode(row, T) for row in ids.cpu().tolist()]
         return [texts[i * k:(i + 1) * k] for i in range(len(tasks))]

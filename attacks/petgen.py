@@ -49,7 +49,8 @@ templates (evasion 0.065; 0.293 with the margin, 0.359 re-trained deterministica
 ``no_repeat_ngram=N`` (off by default) bars a sampled post from repeating any run of N
 tokens, and refinement from flipping one in; ``max_repeats`` caps single words. On
 pan19-bots-en, N=3 at attack time took white-box PETGEN from 25 to 64 distinct posts for
-92 bots (evasion 0.967 -> 0.989), at a worse judge perplexity (201 -> 768); on wiki it
+92 bots (evasion 0.967 -> 0.989), at a worse judge perplexity (201 -> 768); a generator
+also trained with it evaded for all 92 with worse templates (perplexity 3265); on wiki it
 changed no user.
 """
 

@@ -393,7 +393,7 @@ class PostLM(Configurable):
     def generate_ids(self, prefix_embeds: torch.Tensor, prefix_mask: torch.Tensor,
                      uniforms: torch.Tensor, *, temperature: float = 1.0,
                      top_p: float = 0.9, max_repeats: int | None = None,
-                     no_repeat_ngram: int | None = None) -> torch.Tensor:
+                     no_repeat_ngram: int | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Sample continuations of left-padded prefixes given as embeddings (no gradients).
 
         ``prefix_embeds [B, L, E]`` (e.g. :meth:`embed` of :meth:`prefix` ids, or a
@@ -402,7 +402,8 @@ class PostLM(Configurable):
         sampling, so rows are independent of each other). ``max_repeats``: a token already
         written that many times in a row's post is barred from it (no "😂 😂 😂 ..." runs).
         ``no_repeat_ngram`` (n >= 2): no run of n tokens occurs twice in a post (a token
-        that would complete an n-gram already written is barred).
+        that would complete an n-gram already written is barred). ``bias [B, V]`` is added
+        to each row's logits at every step, after the temperature (e.g. words to favour).
         Returns ids ``[B, T]``: each row's tokens, then ``<eos>``, then ``<pad>``.
         """
         self._check_fitted()
@@ -419,12 +420,15 @@ class PostLM(Configurable):
         barred = torch.tensor([Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.bos_id,
                                Vocabulary.sep_id], device=device)
         first = torch.cat([barred, torch.tensor([Vocabulary.eos_id], device=device)])
+        bias = None if bias is None else bias.to(device)
         tokens = torch.full((B, T), Vocabulary.pad_id, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         for t in range(T):
             logits = model.lm_head(hidden).float()
             if temperature != 1.0:
                 logits.div_(temperature)
+            if bias is not None:
+                logits.add_(bias)
             logits.index_fill_(1, first if t == 0 else barred, -math.inf)
             if max_repeats and t >= max_repeats:
                 prev = tokens[:, :t]

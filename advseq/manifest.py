@@ -41,6 +41,33 @@ def git_revision(repo: Path = REPO_DIR) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def cpu_model() -> str | None:
+    """The processor's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def platform_info() -> dict[str, Any]:
+    """Where a run ran. Float results are the same bits only on the same kind of CPU: torch
+    and MKL pick their kernels by instruction set (``torch_cpu_capability``), and those
+    round differently, so a manifest names both (the capability once torch is loaded)."""
+    info: dict[str, Any] = {"system": platform.system(), "machine": platform.machine(),
+                            "cpus": os.cpu_count(), "cpu": cpu_model()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+            info["torch_threads"] = torch.get_num_threads()
+        except (AttributeError, RuntimeError):
+            pass
+    return info
+
+
 def build_manifest(config: dict[str, Any], *, seed: int | None = None,
                    data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {
@@ -51,8 +78,7 @@ def build_manifest(config: dict[str, Any], *, seed: int | None = None,
         "seed": seed,
         "data": data,
         "versions": {"python": platform.python_version(), **package_versions()},
-        "platform": {"system": platform.system(), "machine": platform.machine(),
-                     "cpus": os.cpu_count()},
+        "platform": platform_info(),
         "git": git_revision(),
         **extra,
     }

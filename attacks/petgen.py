@@ -52,6 +52,17 @@ pan19-bots-en, N=3 at attack time took white-box PETGEN from 25 to 64 distinct p
 92 bots (evasion 0.967 -> 0.989), at a worse judge perplexity (201 -> 768); a generator
 also trained with it evaded for all 92 with worse templates (perplexity 3265); on wiki it
 changed no user.
+
+Two opt-in levers for writing on the target context (both off by default, so the
+published tables stand): ``context_boost=B`` adds ``B`` to the sampling logits of the
+context's topic words (its words outside the platform's 100 most frequent), and
+``natural_context=True`` adds a third rank to the natural choice — closeness of the post's
+mean word embedding to the context's (for users with a context). On wiki's hlstm, on the
+candidate pools of bench/results/petgen-choice-wiki*.md (44 users with an evading
+candidate), the LDA topic similarity of the chosen posts to their context goes 0.297 ->
+0.333 with B=2 (judge perplexity 200 -> 202), 0.326 with the third rank (perplexity 190),
+0.349 with both (217); real posts read 0.467. Through the whole attack, both together:
+0.308 -> 0.328, the same users evading, perplexity 214 -> 203 (README).
 """
 
 from __future__ import annotations
@@ -84,12 +95,12 @@ class PETGENAttack(Attack):
 
     def __init__(self, *, generator: str | None = None, candidates: int = 32,
                  temperature: float = 0.8, top_p: float = 0.9, max_repeats: int | None = 4,
-                 no_repeat_ngram: int | None = None, adv_steps: int = 60,
+                 no_repeat_ngram: int | None = None, context_boost: float = 0.0, adv_steps: int = 60,
                  mle_epochs: int = 3, gan: bool = True, attack: bool = True,
                  recency: bool | None = None, relevancy: bool = True, select: bool = True,
                  rounds: int = 3, select_temperature: float | None = None, select_margin: float | None = None,
                  refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
-                 choose: str = "auto",
+                 choose: str = "auto", natural_context: bool = False,
                  w_attack: float = 1.0,
                  w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
                  lm: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
@@ -99,6 +110,7 @@ class PETGENAttack(Attack):
         self.top_p = top_p
         self.max_repeats = max_repeats
         self.no_repeat_ngram = no_repeat_ngram
+        self.context_boost = context_boost
         self.adv_steps = adv_steps
         self.mle_epochs = mle_epochs
         self.gan = gan
@@ -115,6 +127,7 @@ class PETGENAttack(Attack):
         if choose not in ("auto", "natural", "goal"):
             raise ConfigError(f"{self.name}: choose must be auto, natural or goal, got {choose!r}")
         self.choose = choose
+        self.natural_context = natural_context
         self._train: Dataset | None = None          # set by prepare(): the reference LM's data
         self._natural: Naturalness | None = None
         self.w_attack = w_attack
@@ -130,6 +143,7 @@ class PETGENAttack(Attack):
                 "max_repeats": self.max_repeats,
                 # only when set, so generators cached before the option existed stay valid
                 **({"no_repeat_ngram": self.no_repeat_ngram} if self.no_repeat_ngram else {}),
+                **({"context_boost": self.context_boost} if self.context_boost else {}),
                 "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
                 "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
                 "select": self.select, "rounds": self.rounds, "select_temperature": self.select_temperature,
@@ -148,7 +162,8 @@ class PETGENAttack(Attack):
         if self.generator is not None:
             self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
                                       temperature=self.temperature, top_p=self.top_p,
-                                      max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram)
+                                      max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram,
+                                      context_boost=self.context_boost)
             return
         # Generators are cached by everything they depend on, so a resumed run, another
         # deployed detector attacked through the same surrogate, or a later run reuse them.
@@ -228,7 +243,8 @@ class PETGENAttack(Attack):
             from advseq.petgen.model import Naturalness
 
             m = self.model_
-            self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **(m.lm or {})))
+            self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **(m.lm or {})),
+                                        context=self.natural_context)
         return self._natural
 
     def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],

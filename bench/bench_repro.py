@@ -141,11 +141,14 @@ def main() -> None:
         for run, home in ((a, root / "home-a"), (b, root / "home-b")):
             print(f"cold demo -> {run} (ADVSEQ_HOME={home})", flush=True)
             timings.append(run_demo(run, home))
+    from advseq.manifest import cpu_model
+
     files, values, diffs = compare(a, b)
     lines = ["# Cold twice: the demo on two fresh ADVSEQ_HOMEs", "",
              "`python bench/bench_repro.py` runs `advseq demo` twice, each with an empty cache "
              "folder, and compares every number (timings left out) and every written post.", "",
-             f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+             f"- machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), "
+             f"Python {platform.python_version()}",
              f"- compared: {files} result files, {values} values and posts",
              *(f"- run {i + 1}: {t / 60:.1f} min" for i, t in enumerate(timings)),
              f"- differences: **{len(diffs)}**", ""]

@@ -14,7 +14,7 @@ from advseq.lm import PostLM, post_pairs, reference_lm
 from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
 from advseq.text import SPECIALS, Tokenizer
-from tests.conftest import same_bits_on_any_threads
+from tests.conftest import same_bits_every_call
 
 SMALL = dict(n_layer=1, n_embd=32, n_head=2, max_context_tokens=8, max_post_tokens=12,
              epochs=6, batch_size=16, lr=1e-2, patience=6, seed=0)
@@ -108,6 +108,20 @@ def test_no_repeat_ngram_bars_phrases_already_written(lm: PostLM) -> None:
     blocked = lm.generate_ids(lm.embed(ids), mask, uniforms, temperature=3.0, top_p=1.0, no_repeat_ngram=n)
     assert sum(_repeated_ngrams(r, n) for r in free.tolist()) > 0
     assert all(_repeated_ngrams(r, n) == 0 for r in blocked.tolist())
+
+
+def test_bias_steers_sampling_row_by_row(lm: PostLM) -> None:
+    ids, mask = lm.prefix(["page about fresh fish", None] * 8)
+    uniforms = torch.rand(16, SMALL["max_post_tokens"], generator=torch.Generator().manual_seed(2),
+                          dtype=torch.float64)
+    word = lm.vocab_.stoi["bread"]
+    bias = torch.zeros(16, len(lm.vocab_))
+    bias[::2, word] = 50.0                                  # even rows only
+    free = lm.generate_ids(lm.embed(ids), mask, uniforms)
+    steered = lm.generate_ids(lm.embed(ids), mask, uniforms, bias=bias)
+    assert all(r[0] == word for r in steered[::2].tolist())
+    assert torch.equal(steered[1::2], free[1::2])           # unbiased rows: the same draws
+    assert sum(r[0] == word for r in free[::2].tolist()) < 8
 
 
 def test_sampled_softmax_training(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,9 +239,8 @@ def test_reference_lm_samples_large_datasets() -> None:
 
 def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two cold caches must train the same reference LM: the sampled softmax's gradient
-    is the same bits on every call and for any thread count (``W[y]``'s backward added
-    the rows of repeated targets in thread order, and wiki's reference LM differed
-    between fresh ADVSEQ_HOMEs)."""
+    is the same bits on every call (``W[y]``'s backward added the rows of repeated targets
+    in thread order, and wiki's reference LM differed between fresh ADVSEQ_HOMEs)."""
     import advseq.lm
     from advseq.lm import _pad_right
 
@@ -243,4 +256,4 @@ def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.Monke
         lm._nll(ids, target, negatives).sum().backward()
         return W.grad.clone()
 
-    assert same_bits_on_any_threads(grad)
+    assert same_bits_every_call(grad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split, train_detector
-from tests.conftest import same_bits_on_any_threads
+from tests.conftest import same_bits_every_call
 
 runner = CliRunner()
 SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 4, "max_posts": 12,
@@ -109,9 +110,10 @@ def test_same_seed_same_generator(split, cnn_dir: Path) -> None:
 
 
 def test_mean_embedding_gradient_is_thread_order_free() -> None:
-    """Cold caches on two machines must train the same generator: the gradient of the
-    history-post encoding is the same bits on every call and for any thread count
-    (``weight[ids]``'s backward accumulated in thread order and differed run to run)."""
+    """Cold caches must train the same generator: the gradient of the history-post
+    encoding is the same bits on every call (``weight[ids]``'s backward accumulated in
+    thread order and differed run to run), and — advseq's own op, no BLAS — for any
+    thread count."""
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(3000, 32, generator=gen, requires_grad=True)
     ids = torch.randint(0, 300, (32, 20, 24), generator=gen)
@@ -123,7 +125,14 @@ def test_mean_embedding_gradient_is_thread_order_free() -> None:
         (mean_embedding(ids, lengths, weight) * upstream).sum().backward()
         return weight.grad.clone()
 
-    assert same_bits_on_any_threads(grad)
+    assert same_bits_every_call(grad)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = grad()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, grad())
 
 
 def test_attack_term_needs_gradient(split, cnn_dir: Path) -> None:
@@ -158,6 +167,58 @@ def test_no_repeat_ngram_option() -> None:
     # Off by default, and then not part of the generator cache key (old caches stay valid).
     assert "no_repeat_ngram" not in create_attack("petgen")._model_params()
     assert create_attack("petgen", no_repeat_ngram=3)._model_params()["no_repeat_ngram"] == 3
+
+
+def test_context_boost_writes_on_the_target_context(trained: PETGEN, split) -> None:
+    from advseq.petgen.model import COMMON_WORDS
+    from advseq.text import SPECIALS
+
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:12]
+    vocab = trained.lm_.vocab_
+    topic = [{vocab.itos[i] for i in vocab.encode(t.context or "") if i >= len(SPECIALS) + COMMON_WORDS}
+             for t in tasks]
+    assert all(topic)
+    k, T = 6, trained.lm_.max_post_tokens
+    uniforms = torch.rand(len(tasks) * k, T, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def on_topic(boost: float) -> float:
+        trained.context_boost = boost
+        try:
+            posts = trained.sample(tasks, uniforms, k)
+        finally:
+            trained.context_boost = 0.0
+        words = [(w in words_of, 1) for ps, words_of in zip(posts, topic, strict=True)
+                 for p in ps for w in vocab.tokenizer.tokenize(p)]
+        return sum(hit for hit, _ in words) / max(1, len(words))
+
+    plain, mild, strong = on_topic(0.0), on_topic(2.0), on_topic(6.0)
+    assert plain < mild < strong and strong > 0.3, (plain, mild, strong)
+    with pytest.raises(ConfigError, match="context_boost"):
+        PETGEN(context_boost=-1.0)
+    # Off by default, and then not part of the generator cache key.
+    assert "context_boost" not in create_attack("petgen")._model_params()
+    assert create_attack("petgen", context_boost=2.0)._model_params()["context_boost"] == 2.0
+
+
+def test_naturalness_context_rank(trained: PETGEN, split) -> None:
+    from advseq.lm import reference_lm
+    from advseq.petgen.model import Naturalness, _ranks
+
+    lm = reference_lm(Dataset(split.train.users[:120]), seed=0, progress=False, **TINY_LM)
+    plain, ctx = Naturalness(lm), Naturalness(lm, context=True)
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:6]
+    tasks.append(dataclasses.replace(tasks[0], context=None))   # no context: no third rank
+    options = [[p.text for p in t.user.posts[-4:]] for t in tasks]
+    for t, opts, a, b in zip(tasks, options, plain.scores(tasks, options), ctx.scores(tasks, options),
+                             strict=True):
+        if not t.context:
+            assert np.array_equal(a, b)
+            continue
+        emb = ctx._embed(opts)
+        near = (emb * ctx._embed([t.context])).sum(-1).numpy()
+        assert np.array_equal(b - a, _ranks(near))
 
 
 @pytest.mark.parametrize("mode", ["white-box", "transfer"])

@@ -51,6 +51,8 @@ def test_train_writes_everything(model_dir: Path) -> None:
     assert manifest["seed"] == 0 and manifest["config"]["detector"] == "cnn"
     assert manifest["data"]["checksum"] == load_dataset(demo_data()).checksum()
     assert manifest["versions"]["torch"] and "commit" in manifest["git"]
+    # float results repeat bit for bit only on the same kind of CPU: the manifest says which
+    assert manifest["platform"]["torch_cpu_capability"] and "cpu" in manifest["platform"]
 
 
 def test_train_twice_same_metrics(model_dir: Path, tmp_path: Path) -> None:

@@ -77,6 +77,9 @@ TRAINING_VERSION = 7
 #: 5: deterministic history-encoding gradients; 6: it starts from a deterministic
 #: reference LM (advseq.lm.REF_LM_VERSION 2)).
 MLE_VERSION = 6
+#: With ``context_boost``: the platform's most frequent words (function words, punctuation)
+#: are not what a context is about, so they get no boost.
+COMMON_WORDS = 100
 
 
 def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
@@ -141,7 +144,7 @@ class PETGEN(Configurable):
                  select_margin: float | None = None,
                  candidates: int = 32, temperature: float = 0.8, top_p: float = 0.9,
                  max_repeats: int | None = 4, no_repeat_ngram: int | None = None,
-                 lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
+                 context_boost: float = 0.0, lm: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
         self.n_prefix = n_prefix
         self.max_posts = max_posts
         self.mle_positions = mle_positions
@@ -174,6 +177,7 @@ class PETGEN(Configurable):
         self.top_p = top_p
         self.max_repeats = max_repeats
         self.no_repeat_ngram = no_repeat_ngram
+        self.context_boost = context_boost
         self.lm = lm
         self.seed = seed
         self.device = device
@@ -184,6 +188,8 @@ class PETGEN(Configurable):
             raise ConfigError(f"select_margin must be in [0, 0.5), got {select_margin}")
         if no_repeat_ngram is not None and no_repeat_ngram < 2:
             raise ConfigError(f"no_repeat_ngram must be >= 2 (or None: off), got {no_repeat_ngram}")
+        if context_boost < 0:
+            raise ConfigError(f"context_boost must be >= 0, got {context_boost}")
         if select_temperature is not None and select_temperature <= 0:
             raise ConfigError(f"select_temperature must be > 0, got {select_temperature}")
 
@@ -317,11 +323,24 @@ class PETGEN(Configurable):
         emb = emb.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
         temperature = self.temperature if temperature is None else temperature
+        bias = self._context_bias(tasks).repeat_interleave(k, 0) if self.context_boost else None
         ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=temperature, top_p=self.top_p,
-                                    max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram)
+                                    max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram,
+                                    bias=bias)
         T = min(tasks[0].max_tokens, self.lm_.max_post_tokens)
         texts = [self.lm_.decode(row, T) for row in ids.cpu().tolist()]
         return [texts[i * k:(i + 1) * k] for i in range(len(tasks))]
+
+    def _context_bias(self, tasks: Sequence[AttackTask]) -> torch.Tensor:
+        """``[B, V]``: ``context_boost`` on the topic words of each task's target context —
+        its words outside the platform's ``COMMON_WORDS`` most frequent ones (the
+        vocabulary is ordered by frequency) — and 0 elsewhere."""
+        vocab = self.lm_.vocab_
+        bias = torch.zeros(len(tasks), len(vocab))
+        for n, t in enumerate(tasks):
+            ids = [i for i in vocab.encode(t.context or "") if i >= len(SPECIALS) + COMMON_WORDS]
+            bias[n, ids] = self.context_boost
+        return bias
 
     @torch.no_grad()
     def plausible_tokens(self, tasks: Sequence[AttackTask], posts: Sequence[str], top_k: int) -> list[list[list[str]]]:
@@ -447,14 +466,21 @@ class Naturalness:
     closeness to the user's own posts (cosine between the post's mean word embedding and
     the mean of the user's history posts' ones).
 
-    Neither alone will do on wiki: the likeliest posts are three-word fragments ("the
-    album"), the closest in words run long; together they keep posts of the users' length
-    (bench/results/petgen-choice-wiki.md; counting fluency twice makes them shorter and
-    the judge's perplexity worse, 270 against 225). The evaluator's judge is a different model.
+    Neither alone will do on wiki: the likeliest posts run short (13.6 words against the
+    real posts' 19.7; an earlier generator's were three-word fragments such as "the album"),
+    the closest in words run long (25.9); together they keep posts of the users' length at
+    the lowest judge perplexity of the criteria the attacker can compute
+    (bench/results/petgen-choice-wiki.md: 200; counting fluency twice 210). The evaluator's
+    judge is a different model.
+
+    ``context=True`` adds a third rank, closeness to the target context (the same cosine
+    against the context's mean word embedding), for tasks that have a context: on that
+    pool topic similarity to the context 0.297 -> 0.326 and judge perplexity 200 -> 190.
     """
 
-    def __init__(self, lm: Any) -> None:
+    def __init__(self, lm: Any, *, context: bool = False) -> None:
         self.lm = lm
+        self.context = context
         self._wte = lm.model_.transformer.wte.weight.detach().float().cpu()
 
     @torch.no_grad()
@@ -475,11 +501,20 @@ class Naturalness:
         fluency = -nll / np.maximum(count, 1)
         hist = torch.stack([torch.nn.functional.normalize(self._embed([p.text for p in t.history.posts]).mean(0), dim=0)
                             if t.history.posts else torch.zeros(self._wte.shape[1]) for t in tasks])
-        close = (self._embed([c for _, c in flat]) * hist[[n for n, _ in flat]]).sum(-1).numpy()
+        emb = self._embed([c for _, c in flat])
+        close = (emb * hist[[n for n, _ in flat]]).sum(-1).numpy()
+        has_ctx = [self.context and bool((t.context or "").strip()) for t in tasks]
+        on_ctx = np.zeros(len(flat))
+        if any(has_ctx):
+            ctx = self._embed([t.context or "" for t in tasks])
+            on_ctx = (emb * ctx[[n for n, _ in flat]]).sum(-1).numpy()
         out, s = [], 0
-        for opts in options:
+        for n, opts in enumerate(options):
             k = len(opts)
-            out.append(_ranks(fluency[s:s + k]) + _ranks(close[s:s + k]))
+            score = _ranks(fluency[s:s + k]) + _ranks(close[s:s + k])
+            if has_ctx[n]:
+                score += _ranks(on_ctx[s:s + k])
+            out.append(score)
             s += k
         return out
 

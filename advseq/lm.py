@@ -402,8 +402,9 @@ class PostLM(Configurable):
         sampling, so rows are independent of each other). ``max_repeats``: a token already
         written that many times in a row's post is barred from it (no "😂 😂 😂 ..." runs).
         ``no_repeat_ngram`` (n >= 2): no run of n tokens occurs twice in a post (a token
-        that would complete an n-gram already written is barred). ``bias [B, V]`` is added
-        to each row's logits at every step, after the temperature (e.g. words to favour).
+        that would complete an n-gram already written is barred). ``bias [B / r, V]`` is
+        added to the logits at every step, after the temperature (e.g. words to favour):
+        its row ``i`` to rows ``i * r ... i * r + r - 1`` (r samples per prefix, unrepeated).
         Returns ids ``[B, T]``: each row's tokens, then ``<eos>``, then ``<pad>``.
         """
         self._check_fitted()
@@ -420,7 +421,10 @@ class PostLM(Configurable):
         barred = torch.tensor([Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.bos_id,
                                Vocabulary.sep_id], device=device)
         first = torch.cat([barred, torch.tensor([Vocabulary.eos_id], device=device)])
-        bias = None if bias is None else bias.to(device)
+        if bias is not None:
+            if B % len(bias):
+                raise ValueError(f"bias has {len(bias)} rows for {B} samples")
+            bias = bias.to(device)[:, None]                     # [B / r, 1, V]
         tokens = torch.full((B, T), Vocabulary.pad_id, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         for t in range(T):
@@ -428,7 +432,7 @@ class PostLM(Configurable):
             if temperature != 1.0:
                 logits.div_(temperature)
             if bias is not None:
-                logits.add_(bias)
+                logits.view(len(bias), -1, logits.shape[-1]).add_(bias)
             logits.index_fill_(1, first if t == 0 else barred, -math.inf)
             if max_repeats and t >= max_repeats:
                 prev = tokens[:, :t]

@@ -122,6 +122,11 @@ def test_bias_steers_sampling_row_by_row(lm: PostLM) -> None:
     assert all(r[0] == word for r in steered[::2].tolist())
     assert torch.equal(steered[1::2], free[1::2])           # unbiased rows: the same draws
     assert sum(r[0] == word for r in free[::2].tolist()) < 8
+    # one bias row per 2 consecutive samples (samples of one prefix), not materialised
+    pairs = lm.generate_ids(lm.embed(ids), mask, uniforms, bias=bias[::2])
+    assert all(r[0] == word for r in pairs.tolist())
+    with pytest.raises(ValueError, match="rows"):
+        lm.generate_ids(lm.embed(ids), mask, uniforms, bias=bias[:3])
 
 
 def test_sampled_softmax_training(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -323,7 +323,7 @@ class PETGEN(Configurable):
         emb = emb.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
         temperature = self.temperature if temperature is None else temperature
-        bias = self._context_bias(tasks).repeat_interleave(k, 0) if self.context_boost else None
+        bias = self._context_bias(tasks) if self.context_boost else None     # one row per task
         ids = self.lm_.generate_ids(emb, mask, uniforms, temperature=temperature, top_p=self.top_p,
                                     max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram,
                                     bias=bias)

@@ -1195,7 +1195,11 @@ class _Builder:
 
 def _platform(p: dict[str, Any] | None) -> str:
     p = p or {}
-    return f"{p.get('system', '?')} {p.get('machine', '?')}, {p.get('cpus', '?')} CPUs" if p else DASH
+    if not p:
+        return DASH
+    # the CPU kind matters: float results repeat bit for bit only on the same kind
+    kind = ", ".join(str(p[k]) for k in ("cpu", "torch_cpu_capability") if p.get(k))
+    return f"{p.get('system', '?')} {p.get('machine', '?')}, {p.get('cpus', '?')} CPUs" + (f" ({kind})" if kind else "")
 
 
 def _float(x: Any) -> float | None:

@@ -455,3 +455,16 @@ def test_report_renders_in_headless_chromium(report: dict[str, Any], tmp_path: P
         region = px[y:y + h, x:x + w]
         inked = (region.min(axis=2) < 200).mean()
         assert inked > 0.02 and len(np.unique(region.reshape(-1, 3), axis=0)) > 20, (x, y, inked)
+
+
+def test_provenance_names_the_cpu_kind() -> None:
+    import torch  # noqa: F401  (platform_info reads the capability once torch is loaded)
+
+    from advseq.manifest import platform_info
+    from advseq.report import _platform
+
+    info = platform_info()
+    assert info["torch_cpu_capability"] in _platform(info)
+    assert _platform({"system": "Linux", "machine": "x86_64", "cpus": 2}) == "Linux x86_64, 2 CPUs"
+    assert _platform({"system": "Linux", "machine": "x86_64", "cpus": 2, "cpu": "Xeon",
+                      "torch_cpu_capability": "AVX512"}) == "Linux x86_64, 2 CPUs (Xeon, AVX512)"

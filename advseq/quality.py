@@ -38,7 +38,7 @@ import numpy as np
 
 from advseq.attack import AttackSpec
 from advseq.errors import ResourceMissing
-from advseq.schema import Dataset, DataSplit, Post, User
+from advseq.schema import Dataset, DataSplit, Post, User, has_context
 from advseq.text import Tokenizer
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ _TOPIC_LOCK = threading.Lock()
 
 def _topic_corpus(data: Dataset, seed: int) -> tuple[list[str], str]:
     contexts = list(dict.fromkeys(p.context for u in data for p in u.posts
-                                  if p.context and p.context.strip()))
+                                  if has_context(p.context)))
     if contexts:
         return contexts, "contexts"
     posts = [p.text for u in data for p in u.posts]
@@ -429,17 +429,13 @@ class QualityItem:
                     and p.relevancy >= SAME_CONTEXT_RELEVANCY)]
 
 
-def _has_context(context: str | None) -> bool:
-    return bool(context and context.strip())
-
-
 def topic_similarities(items: Sequence[QualityItem], topics: TopicModels) -> dict[str, float | None]:
     """Mean topic similarity of each post to its target context, the user's most recent
     earlier post and the user's earlier posts on the same context (mean per user, then
     over users who have any)."""
     pairs: list[tuple[str, str, int, int]] = []  # (post, other text, kind, item index)
     for i, it in enumerate(items):
-        if _has_context(it.context):
+        if has_context(it.context):
             pairs.append((it.post, it.context or "", 0, i))
         if it.history:
             pairs.append((it.post, it.history[-1].text, 1, i))

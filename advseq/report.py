@@ -1194,7 +1194,6 @@ class _Builder:
 
 
 def _platform(p: dict[str, Any] | None) -> str:
-    p = p or {}
     if not p:
         return DASH
     # the CPU kind matters: float results repeat bit for bit only on the same kind

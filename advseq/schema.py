@@ -15,6 +15,11 @@ BENIGN = 0
 MALICIOUS = 1
 
 
+def has_context(context: str | None) -> bool:
+    """Whether a post names a target context (not None, empty or blank)."""
+    return bool(context and context.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Post:
     """One post.

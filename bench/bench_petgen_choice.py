@@ -32,6 +32,7 @@ from advseq.manifest import cpu_model
 from advseq.paths import shared_dataset
 from advseq.petgen.model import Naturalness, _ranks
 from advseq.quality import bleu_scores, bleu_tokens, self_bleu, style_similarities, topic_models
+from advseq.schema import has_context
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split
 
@@ -157,7 +158,7 @@ def _row(name, posts, pools, refs, judge, topics, leave_out: bool = False) -> tu
     hist = [" ".join(p.text for p in t.history.posts) for t, _ in pools]
     style = style_similarities(posts, hist).mean()
     words = np.mean([len(bleu_tokens(p)) for p in posts])
-    ctx = [(p, t.context) for p, (t, _) in zip(posts, pools, strict=True) if t.context and t.context.strip()]
+    ctx = [(p, t.context) for p, (t, _) in zip(posts, pools, strict=True) if has_context(t.context)]
     topic = float(topics.similarity([p for p, _ in ctx], [c for _, c in ctx]).mean()) if ctx else None
     return (name, float(np.nanmean(bleu)), judge.perplexity(posts), float(style), float(words), topic,
             self_bleu(posts, 2))

@@ -93,14 +93,16 @@ def pan19_path() -> Path:
     return real_data("pan19-bots-en")
 
 
-def same_bits_every_call(grad) -> bool:
+def same_bits_every_call(grad, *, across_threads: bool = False) -> bool:
     """Whether ``grad()`` (a fresh gradient tensor per call) gives the same bits on every
     call — four times on several threads, twice on one: code whose floats are added in
     the order threads happen to finish trains a different model in every fresh cache.
 
     Across thread counts the bits may differ, and do on some CPUs: MKL's GEMM and
     torch's LayerNorm backward split their sums by thread count on AVX-512 (the same
-    GPT-2 gradient differs between 1 and 2 threads there, never between two calls)."""
+    GPT-2 gradient differs between 1 and 2 threads there, never between two calls).
+    ``across_threads``: also the same bits on one thread as on several (ops of advseq's
+    own that use no BLAS)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -111,4 +113,6 @@ def same_bits_every_call(grad) -> bool:
             runs.append([grad() for _ in range(calls)])
     finally:
         torch.set_num_threads(threads)
-    return all(torch.equal(gs[0], g) for gs in runs for g in gs[1:])
+    first = runs[0][0]
+    return all(torch.equal(gs[0], g) for gs in runs for g in gs[1:]) and \
+        (not across_threads or torch.equal(first, runs[1][0]))

@@ -125,14 +125,7 @@ def test_mean_embedding_gradient_is_thread_order_free() -> None:
         (mean_embedding(ids, lengths, weight) * upstream).sum().backward()
         return weight.grad.clone()
 
-    assert same_bits_every_call(grad)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = grad()
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, grad())
+    assert same_bits_every_call(grad, across_threads=True)
 
 
 def test_attack_term_needs_gradient(split, cnn_dir: Path) -> None:
@@ -188,9 +181,9 @@ def test_context_boost_writes_on_the_target_context(trained: PETGEN, split) -> N
             posts = trained.sample(tasks, uniforms, k)
         finally:
             trained.context_boost = 0.0
-        words = [(w in words_of, 1) for ps, words_of in zip(posts, topic, strict=True)
-                 for p in ps for w in vocab.tokenizer.tokenize(p)]
-        return sum(hit for hit, _ in words) / max(1, len(words))
+        hits = [w in words_of for ps, words_of in zip(posts, topic, strict=True)
+                for p in ps for w in vocab.tokenizer.tokenize(p)]
+        return sum(hits) / max(1, len(hits))
 
     plain, mild, strong = on_topic(0.0), on_topic(2.0), on_topic(6.0)
     assert plain < mild < strong and strong > 0.3, (plain, mild, strong)

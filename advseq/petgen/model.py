@@ -64,7 +64,7 @@ from advseq.petgen.generator import (
     vocab_map,
 )
 from advseq.petgen.losses import gaussian_mmd, relativistic_d_loss, relativistic_g_loss
-from advseq.schema import Dataset, User
+from advseq.schema import Dataset, User, has_context
 from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
 
@@ -503,7 +503,7 @@ class Naturalness:
                             if t.history.posts else torch.zeros(self._wte.shape[1]) for t in tasks])
         emb = self._embed([c for _, c in flat])
         close = (emb * hist[[n for n, _ in flat]]).sum(-1).numpy()
-        has_ctx = [self.context and bool((t.context or "").strip()) for t in tasks]
+        has_ctx = [self.context and has_context(t.context) for t in tasks]
         on_ctx = np.zeros(len(flat))
         if any(has_ctx):
             ctx = self._embed([t.context or "" for t in tasks])

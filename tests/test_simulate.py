@@ -91,7 +91,7 @@ def test_post_count_bounds_are_parameters() -> None:
 
 def test_signal_is_learnable_but_not_trivial(demo) -> None:
     docs = [" ".join(u.texts) for u in demo]
-    # min_df=2 and liblinear keep this under a second; the accuracy is the same
+    # min_df=2 and liblinear keep this fast; the accuracy is the same
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2),
                           LogisticRegression(solver="liblinear"))
     acc = cross_val_score(model, docs, demo.labels, cv=CV).mean()

@@ -461,7 +461,7 @@ def test_provenance_names_the_cpu_kind() -> None:
     import torch  # noqa: F401  (platform_info reads the capability once torch is loaded)
 
     from advseq.manifest import platform_info
-    from advseq.report import _platform
+    from advseq.report.run_sections import _platform
 
     info = platform_info()
     assert info["torch_cpu_capability"] in _platform(info)

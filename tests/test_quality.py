@@ -399,7 +399,7 @@ def test_report_uses_reference_lm_lazily(monkeypatch: pytest.MonkeyPatch) -> Non
         return FakeLM()
 
     monkeypatch.setitem(sys.modules, "advseq.lm", types.SimpleNamespace(reference_lm=reference_lm))
-    monkeypatch.setattr(quality, "_REF_LM_CACHE", {})
+    monkeypatch.setattr(quality.summary, "_REF_LM_CACHE", {})
     data, split, records = report_setup()
     for _ in range(2):
         rep = quality_report(records, data, split, AttackSpec(goal="flip"), seed=3, judge=False,

@@ -132,10 +132,10 @@ def test_bias_steers_sampling_row_by_row(lm: PostLM) -> None:
 def test_sampled_softmax_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large vocabularies train on a sampled softmax (frequent head + reweighted tail
     sample); force it on the tiny vocabulary and check it still learns."""
-    import advseq.lm
+    import advseq.lm.training
 
-    monkeypatch.setattr(advseq.lm, "SAMPLED_HEAD", 8)
-    monkeypatch.setattr(advseq.lm, "SAMPLED_TAIL", 4)
+    monkeypatch.setattr(advseq.lm.training, "SAMPLED_HEAD", 8)
+    monkeypatch.setattr(advseq.lm.training, "SAMPLED_TAIL", 4)
     sampled = PostLM(**SMALL).fit(corpus(), progress=False)
     hist = sampled.fit_info_["history"]
     assert hist[-1]["valid_loss"] < hist[0]["valid_loss"] - 0.5
@@ -246,19 +246,20 @@ def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.Monke
     """Two cold caches must train the same reference LM: the sampled softmax's gradient
     is the same bits on every call (``W[y]``'s backward added the rows of repeated targets
     in thread order, and wiki's reference LM differed between fresh ADVSEQ_HOMEs)."""
-    import advseq.lm
-    from advseq.lm import _pad_right
+    import advseq.lm.training
+    from advseq.lm.model import pad_right
+    from advseq.lm.training import sampled_nll
 
-    monkeypatch.setattr(advseq.lm, "SAMPLED_HEAD", 8)
+    monkeypatch.setattr(advseq.lm.training, "SAMPLED_HEAD", 8)
     lm = PostLM(**{**SMALL, "epochs": 1, "n_embd": 128}).fit(corpus(60), progress=False)
     seqs, starts = lm._sequences(corpus(4000, seed=1))   # ~24k targets of ~30 ids
-    ids, target = _pad_right(seqs, starts)
+    ids, target = pad_right(seqs, starts)
     negatives = torch.arange(8, 20)
     W = lm.model_.lm_head.weight
 
     def grad() -> torch.Tensor:
         lm.model_.zero_grad(set_to_none=True)
-        lm._nll(ids, target, negatives).sum().backward()
+        sampled_nll(lm, ids, target, negatives, head_size=8).sum().backward()
         return W.grad.clone()
 
     assert same_bits_every_call(grad)

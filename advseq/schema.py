@@ -159,8 +159,10 @@ class Dataset:
         return h.hexdigest()
 
     def to_jsonl(self) -> Iterator[str]:
+        """One JSON line per user; NaN or infinity raise ValueError rather than being
+        written as a bare ``NaN``, which is not JSON."""
         for u in self.users:
-            yield json.dumps(u.to_dict(), ensure_ascii=False)
+            yield json.dumps(u.to_dict(), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,57 @@ from advseq.io import load_dataset
 from advseq.io.petgen import safe_load_pickle
 
 
-class _Evil:
+class Evil:
     def __reduce__(self):  # noqa: D105 - the attack under test
         return (os.system, ("echo pwned > /dev/null",))
+
+
+# Hostile plain data (also used by tests/test_hostile_data.py through the CLI).
+
+def self_containing_list() -> list:
+    loop: list = []
+    loop.append(loop)
+    return loop
+
+
+def self_containing_dict(key: tuple[str, ...]) -> dict:
+    d: dict = {}
+    d[key] = d
+    return d
+
+
+def list_laughs(levels: int = 60) -> list:
+    """"Billion laughs": each level is four references to the one list below it."""
+    x: list = ["lol"]
+    for _ in range(levels):
+        x = [x, x, x, x]
+    return x
+
+
+def tuple_laughs_key(levels: int = 60) -> bytes:
+    """{t: 1} where t's two halves are one tuple, 60 times over. Written opcode by opcode:
+    building the dict in Python would hash t, which walks 2**60 items."""
+    ops = [pickle.PROTO, b"\x02", pickle.EMPTY_DICT, pickle.BINUNICODE, struct.pack("<I", 1), b"a",
+           pickle.BINPUT, b"\x00", pickle.POP]
+    for i in range(levels):
+        ops += [pickle.BINGET, bytes([i]), pickle.BINGET, bytes([i]), pickle.TUPLE2,
+                pickle.BINPUT, bytes([i + 1]), pickle.POP]
+    ops += [pickle.BINGET, bytes([levels]), pickle.BININT1, b"\x01", pickle.SETITEM, pickle.STOP]
+    return b"".join(ops)
+
+
+def deep_tuple_key(depth: int = 100_000) -> bytes:
+    """{((("a",),),...): 1}, ``depth`` tuples deep (hashing it would recurse that deep)."""
+    return b"".join([pickle.PROTO, b"\x02", pickle.EMPTY_DICT, pickle.BINUNICODE,
+                     struct.pack("<I", 1), b"a", pickle.TUPLE1 * depth, pickle.BININT1, b"\x01",
+                     pickle.SETITEM, pickle.STOP])
+
+
+def deep_list_value(key: tuple[str, ...], depth: int = 5000) -> bytes:
+    """{key: [[[...]]]}, ``depth`` lists deep, built without recursion."""
+    key_ops = pickle.dumps(key, protocol=2)[2:-1]  # the tuple's opcodes without PROTO and STOP
+    return b"".join([pickle.PROTO, b"\x02", pickle.EMPTY_DICT, key_ops, pickle.EMPTY_LIST * depth,
+                     pickle.APPEND * (depth - 1), pickle.SETITEM, pickle.STOP])
 
 
 def _release(folder: Path, seqs: dict, contexts: dict, rel: dict, labels: list[int]) -> Path:
@@ -29,7 +78,7 @@ def _release(folder: Path, seqs: dict, contexts: dict, rel: dict, labels: list[i
 
 def test_code_in_pickle_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({("a", "b"): _Evil()}))
+    path.write_bytes(pickle.dumps({("a", "b"): Evil()}))
     with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
         safe_load_pickle(path)
 
@@ -65,3 +114,64 @@ def test_relevancy_length_checked(tmp_path: Path) -> None:
     folder = _release(tmp_path / "rel", {s1: 1}, {s1: "c"}, {s1: [0]}, [1])
     with pytest.raises(DataError, match=r"toy_relevancy\.pkl: row 1: field 'relevancy'"):
         load_dataset(folder)
+
+
+PLAIN = {("a", "b"): [0, 1.5, None, True], ("c",): {"k": ("v", -(2**70), 3.25)}, (): "x" * 300}
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_loads_as_pickle_loads_it(tmp_path: Path, protocol: int) -> None:
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps(PLAIN, protocol=protocol))
+    assert safe_load_pickle(path) == pickle.loads(path.read_bytes()) == PLAIN
+
+
+def test_shared_lists_count_once_per_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advseq.io.petgen as petgen
+
+    shared = [1, 2, 3]  # expands to 4 nodes, used twice: 1 + 2 * (1 + 4) = 11 with the keys
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps({"a": shared, "b": shared}))
+    monkeypatch.setattr(petgen, "MAX_PICKLE_NODES", 11)
+    loaded = safe_load_pickle(path)
+    assert loaded == {"a": [1, 2, 3], "b": [1, 2, 3]} and loaded["a"] is loaded["b"]
+    monkeypatch.setattr(petgen, "MAX_PICKLE_NODES", 10)
+    with pytest.raises(DataError, match=r"shared\.pkl: row 2: pickle expands to more than 10 "):
+        safe_load_pickle(path)
+
+
+def test_depth_limit_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advseq.io.petgen as petgen
+
+    monkeypatch.setattr(petgen, "MAX_PICKLE_DEPTH", 5)
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(pickle.dumps([[[["leaf"]]]]))  # 4 lists and a str: 5 levels
+    assert safe_load_pickle(path) == [[[["leaf"]]]]
+    path.write_bytes(pickle.dumps([[[[["leaf"]]]]]))
+    with pytest.raises(DataError, match="nests containers more than 5 deep"):
+        safe_load_pickle(path)
+    path.write_bytes(pickle.dumps(((((("leaf",),),),),)))
+    with pytest.raises(DataError, match="tuples nested more than 5 deep"):
+        safe_load_pickle(path)
+
+
+def test_cycles_are_refused(tmp_path: Path) -> None:
+    loop: list = [1]
+    loop.append([loop])
+    path = tmp_path / "loop.pkl"
+    path.write_bytes(pickle.dumps({("a", "b"): loop}))
+    with pytest.raises(DataError, match=r"loop\.pkl: row 1: pickle holds a list that contains it"):
+        safe_load_pickle(path)
+    path.write_bytes(pickle.dumps(self_containing_dict(("a", "b"))))
+    with pytest.raises(DataError, match="row 1: pickle holds a dict that contains itself"):
+        safe_load_pickle(path)
+
+
+
+def test_release_with_nan_or_huge_flags_is_refused(tmp_path: Path) -> None:
+    s1 = ("a", "b")
+    for flag in (float("nan"), 10**400, "1"):
+        folder = _release(tmp_path / f"rel{flag!s:.5}", {s1: 1}, {s1: "c"}, {s1: [flag]}, [1])
+        with pytest.raises(DataError, match=r"toy_relevancy\.pkl: row 1: field 'relevancy': flags "
+                                            "must be finite numbers"):
+            load_dataset(folder)

@@ -102,10 +102,17 @@ def convert(
     fmt: Annotated[str | None, FormatOpt] = None,
 ) -> None:
     """Convert between formats: PETGEN pickles, JSON Lines and CSV/TSV/Parquet long form; the output format follows OUT's extension."""
+    from advseq.errors import DataError
     from advseq.io import save_dataset
 
+    if out.exists() and not out.is_file():
+        raise DataError(out, "--out exists and is not a regular file (give a file name such as "
+                             "users.jsonl)")
     ds = load(path, lenient=lenient, fmt=fmt)
-    save_dataset(ds, out)
+    try:
+        save_dataset(ds, out)
+    except OSError as err:  # e.g. a parent of OUT is a file, or no permission
+        raise DataError(out, f"cannot write ({err.strerror or err})") from None
     console.print(f"wrote {len(ds)} users, {ds.n_posts} posts to {out} "
                   f"(sha256 of content {ds.checksum()[:16]}…)", highlight=False)
 

@@ -8,7 +8,7 @@ user must carry the same label.
 from __future__ import annotations
 
 import csv
-import sys
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +16,26 @@ from typing import Any
 
 from advseq.errors import DataError
 from advseq.io.validate import (
+    NOT_FINITE,
     Problems,
+    field_name,
+    open_data,
     parse_context,
     parse_label,
     parse_relevancy,
     parse_text,
     parse_timestamp,
     parse_user_id,
+    show,
 )
 from advseq.schema import Post, User
 
 REQUIRED = ("user_id", "label", "text")
 KNOWN = ("user_id", "label", "text", "context", "position", "timestamp", "relevancy")
+#: longest CSV field read (characters): an unclosed quote swallowing a big file stops here
+MAX_FIELD_CHARS = 64 * 2**20
+#: positions beyond this cannot all be told apart as floats, so they are refused
+MAX_POSITION = 2**53
 
 
 @dataclass
@@ -40,26 +48,28 @@ class _Pending:
 def _check_columns(columns: list[str], problems: Problems, **loc: Any) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        shown = ", ".join(c if len(c) <= 40 else c[:37] + "..." for c in columns[:12])
+        shown = ", ".join(field_name(c) for c in columns[:12])
         more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
         raise problems.error(f"missing column(s) {', '.join(missing)}; found {shown}{more} "
                              "(is this a long-form table with a header row?)", **loc)
     if "position" not in columns and "timestamp" not in columns:
         raise problems.error("needs a 'position' or 'timestamp' column to order each user's posts",
                              **loc)
+    seen: set[str] = set()
+    twice = next((c for c in columns if c in seen or seen.add(c)), None)
+    if twice is not None:
+        raise problems.error(f"column {show(twice)} appears twice", **loc)
     extra = [c for c in columns if c not in KNOWN]
     if extra:
         problems.unknown_fields(set(extra), "header")
 
 
 def _csv_rows(path: Path, problems: Problems, delimiter: str) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed below
-    except OSError as err:
-        raise DataError(path, f"cannot read file ({err.strerror or err})") from None
-    with fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    with open_data(path, "r", encoding="utf-8-sig", newline="") as fh:
+        # strict: a quote that is never closed is an error, not a field running to the end
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        start = 1  # line on which the record being read begins
         try:
             header = next(reader, None)
             if header is None:
@@ -80,19 +90,61 @@ def _csv_rows(path: Path, problems: Problems, delimiter: str) -> Iterator[tuple[
         except UnicodeDecodeError as err:
             raise DataError(path, f"not valid UTF-8 ({err.reason}) after line {reader.line_num}") from None
         except csv.Error as err:
-            raise DataError(path, f"malformed CSV ({err})", line=reader.line_num) from None
+            raise _csv_error(path, str(err), start, reader.line_num, delimiter) from None
+
+
+def _csv_error(path: Path, message: str, start: int, line: int, delimiter: str) -> DataError:
+    if "unexpected end of data" in message:
+        opened = _unclosed_quote_line(path, start, delimiter)
+        return DataError(path, "a quote opens here and is never closed (every later row would "
+                               "become part of one field)", line=opened)
+    if "field larger than field limit" in message:
+        return DataError(path, f"a field longer than {MAX_FIELD_CHARS:,} characters (a quote "
+                               "that is never closed?)", line=start)
+    if "expected after" in message:
+        return DataError(path, "a quoted field continues after its closing quote (write a quote "
+                               'inside a quoted field as "")', line=line)
+    return DataError(path, f"malformed CSV ({message})", line=line)
+
+
+def _unclosed_quote_line(path: Path, start: int, delimiter: str) -> int:
+    """The line of the quote left open in the CSV record beginning on line ``start``."""
+    at_field_start, in_quotes, quote_seen, opened = True, False, False, start
+    with open_data(path, "r", encoding="utf-8-sig", newline="") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if lineno < start:
+                continue
+            for ch in text:
+                if in_quotes:
+                    if quote_seen:  # "" is a literal quote; anything else ends the field
+                        quote_seen, in_quotes = False, ch == '"'
+                        if not in_quotes:
+                            at_field_start = ch in (delimiter, "\r", "\n")
+                    elif ch == '"':
+                        quote_seen = True
+                elif at_field_start and ch == '"':
+                    in_quotes, opened = True, lineno
+                else:
+                    at_field_start = ch in (delimiter, "\r", "\n")
+    return opened
 
 
 def _parquet_rows(path: Path, problems: Problems) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several unrelated types for bad files
-        raise DataError(path, f"cannot read Parquet file ({err})") from None
+    with open_data(path) as fh:
+        try:
+            table = pq.ParquetFile(fh).read()  # one file; keeps duplicate names to report
+        except Exception as err:  # pyarrow raises several unrelated types for bad files
+            reason = " ".join(str(err).split())[:200]
+            raise DataError(path, f"cannot read Parquet file ({reason})") from None
     columns = list(table.column_names)
     _check_columns(columns, problems)
-    data = {c: table.column(c).to_pylist() for c in columns}
+    try:
+        data = {c: table.column(c).to_pylist() for c in columns}
+    except (ValueError, OverflowError) as err:  # e.g. a timestamp past the year 9999
+        raise DataError(path, f"cannot read the column values ({' '.join(str(err).split())[:200]})"
+                        ) from None
     for i in range(table.num_rows):
         yield {"row": i + 1}, {c: data[c][i] for c in columns}
 
@@ -117,7 +169,7 @@ def load_table(path: Path, problems: Problems, kind: str) -> list[User]:
             entry = pending.get(uid)
             if entry is not None and entry.label != label:
                 raise problems.error(
-                    f"user {uid!r} has label {entry.label} on {_fmt(entry.first_loc)} "
+                    f"user {show(uid)} has label {entry.label} on {_fmt(entry.first_loc)} "
                     f"but {label} here", field="label", **loc)
         except DataError as err:
             problems.skip_or_raise(err, "user")
@@ -151,7 +203,7 @@ def load_table(path: Path, problems: Problems, kind: str) -> list[User]:
         dup = next((b for a, b in zip(entry.posts, entry.posts[1:], strict=False) if a[0] == b[0]), None)
         if dup is not None:
             problems.skip_or_raise(problems.error(
-                f"user {uid!r} has two posts at position/timestamp {dup[0]:g}",
+                f"user {show(uid)} has two posts at position/timestamp {dup[0]:g}",
                 field="position", **dup[3]), "user")
             continue
         users.append(User(uid, entry.label, tuple(p[2] for p in entry.posts)))
@@ -162,11 +214,17 @@ def _parse_position(value: Any, problems: Problems, **loc: Any) -> float | None:
     if value is None:
         return None
     try:
+        if isinstance(value, bool):
+            raise TypeError
         f = float(value)
-    except (TypeError, ValueError):
-        raise problems.error(f"must be an integer, got {value!r}", field="position", **loc) from None
+    except (TypeError, ValueError, OverflowError):
+        raise problems.error(f"must be an integer, got {show(value)}", field="position",
+                             **loc) from None
     if not f.is_integer():
-        raise problems.error(f"must be an integer, got {value!r}", field="position", **loc)
+        raise problems.error(f"must be an integer, got {show(value)}", field="position", **loc)
+    if abs(f) > MAX_POSITION:
+        raise problems.error(f"must be between -2**53 and 2**53, got {show(value)}",
+                             field="position", **loc)
     return f
 
 
@@ -186,6 +244,10 @@ def save_table(users: Iterator[User] | list[User], path: Path, kind: str) -> Non
     rows = [{"user_id": u.user_id, "label": u.label, "position": i, "text": p.text,
              "context": p.context, "timestamp": p.timestamp, "relevancy": p.relevancy}
             for u in users for i, p in enumerate(u.posts)]
+    bad = next((r for r in rows for k in ("timestamp", "relevancy")
+                if r[k] is not None and not math.isfinite(r[k])), None)
+    if bad is not None:
+        raise DataError(path, f"user {show(bad['user_id'])}: {NOT_FINITE}")
     columns = ["user_id", "label", "position", "text", "context", "timestamp", "relevancy"]
     if kind == "parquet":
         import pyarrow as pa

@@ -1,0 +1,489 @@
+"""Hostile data files given to ``advseq data validate/info/convert``.
+
+Every case is generated at test time into ``tmp_path`` (small files). A refused case must
+exit 2 with exactly one line on stderr that names the culprit file (and line, row and
+field where the format has them), never a traceback or an "internal error", and
+``convert`` must write nothing. An accepted case must load, and ``convert`` must write
+only OUT and round-trip. Cases that used to hang (self-containing or "billion laughs"
+pickles, FIFOs, /dev/zero) run the console script in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advseq.cli import app
+from advseq.errors import DataError
+from advseq.io import load_dataset, save_dataset
+from advseq.schema import Dataset, Post, User
+from tests.test_petgen_pickle import (
+    Evil,
+    deep_list_value,
+    deep_tuple_key,
+    list_laughs,
+    self_containing_dict,
+    self_containing_list,
+    tuple_laughs_key,
+)
+
+runner = CliRunner()
+#: seconds one in-process CLI call may take on this tiny data (bounded work, not a hang)
+IN_PROCESS_LIMIT = 20
+#: seconds a subprocess CLI call may take (interpreter start included)
+SUBPROCESS_LIMIT = 60
+
+Content = bytes | str | Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class Case:
+    """Files to write, the CLI argument, and where the error must point (None: accepted)."""
+
+    id: str
+    files: dict[str, Content]
+    where: str | None  # text right after the culprit's path in the error line
+    arg: str = ""  # default: the first file
+    culprit: str = ""  # file the error names; default: ``arg``
+    users: int | None = None  # accepted cases: how many users load
+
+    def write(self, root: Path) -> Path:
+        for name, content in self.files.items():
+            data = content() if callable(content) else content
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        return root / (self.arg or next(iter(self.files)))
+
+    def culprit_path(self, root: Path) -> Path:
+        return root / (self.culprit or self.arg or next(iter(self.files)))
+
+
+def user(uid: str = "a", label: object = 0, *posts: object, **extra: object) -> str:
+    return json.dumps({"user_id": uid, "label": label, "posts": list(posts or ["hi"]), **extra})
+
+
+GOOD = user("a", 0, {"text": "hello"}) + "\n"
+GOOD_B = user("b", 1, {"text": "buy now"}) + "\n"
+HEADER = "user_id,label,position,text\n"
+
+
+def jsonl(case_id: str, text: str, where: str | None, **kw: object) -> Case:
+    return Case(case_id, {f"{case_id}.jsonl": text}, where, **kw)
+
+
+def table(case_id: str, text: str, where: str | None, ext: str = "csv", **kw: object) -> Case:
+    return Case(case_id, {f"{case_id}.{ext}": text}, where, **kw)
+
+
+def raw(label: str = "0", post: str = '"hi"', uid: str = '"a"') -> str:
+    """One JSON line assembled from raw JSON text, for values json.dumps cannot write."""
+    return '{"user_id": ' + uid + ', "label": ' + label + ', "posts": [' + post + "]}\n"
+
+
+def post_field(name: str, raw_value: str, where: str | None, *, key: str = "timestamp") -> Case:
+    """A user whose one post carries ``key`` set to ``raw_value`` (raw JSON text)."""
+    return jsonl(name, raw(post='{"text": "hi", "' + key + '": ' + raw_value + "}"), where)
+
+
+DEEP = 10_000
+TS = ":1: field 'posts[0].timestamp'"
+BIG = "1" * 5000  # past Python's 4300-digit int-from-text limit
+LARGE = "9" * 4000  # under it, yet far too big for a float
+
+JSONL_CASES = [
+    jsonl("deep_array", '{"user_id": "a", "label": 0, "posts": [{"text": "hi", "context": '
+          + "[" * DEEP + "]" * DEEP + "}]}\n", ":1: malformed JSON (arrays or objects nested too"),
+    jsonl("deep_object", '{"user_id": "a", "label": 0, "posts": ["hi"], "x": ' + '{"a": ' * DEEP
+          + "1" + "}" * DEEP + "}\n", ":1: malformed JSON (arrays or objects nested too deeply)"),
+    jsonl("bigint_label", GOOD + raw(BIG, uid='"b"'),
+          ":2: malformed JSON (a number has more than 4300 digits)"),
+    post_field("bigint_timestamp", BIG, ":1: malformed JSON (a number has more than 4300 digits)"),
+    post_field("large_int_timestamp", LARGE, ":1: field 'posts[0].timestamp': must be seconds "
+               "since the epoch within the years 1-9999, got <a "),
+    post_field("large_int_relevancy", LARGE, ":1: field 'posts[0].relevancy': must be a finite",
+               key="relevancy"),
+    jsonl("large_int_label", raw(LARGE),
+          ":1: field 'label': must be 0 (benign) or 1 (malicious), got <a 13288-bit integer>"),
+    jsonl("surrogate_text", '{"user_id": "a", "label": 0, "posts": [{"text": "hi \\ud800"}]}\n',
+          ":1: field 'posts[0].text': holds a lone surrogate U+D800 at character 3"),
+    jsonl("surrogate_low_first", '{"user_id": "a", "label": 0, "posts": ["\\udc00\\ud800"]}\n',
+          ":1: field 'posts[0]': holds a lone surrogate U+DC00 at character 0"),
+    jsonl("surrogate_context", '{"user_id": "a", "label": 0, "posts": [{"text": "t", '
+          '"context": "\\udfff"}]}\n', ":1: field 'posts[0].context': holds a lone surrogate"),
+    jsonl("surrogate_user_id", '{"user_id": "\\ud83d", "label": 0, "posts": ["t"]}\n',
+          ":1: field 'user_id': holds a lone surrogate U+D83D"),
+    post_field("timestamp_nan_text", '"NaN"', f"{TS}: must be finite, got 'NaN'"),
+    post_field("timestamp_inf_text", '"-Infinity"', f"{TS}: must be finite, got '-Infinity'"),
+    post_field("timestamp_nan_bare", "NaN", f"{TS}: must be finite, got nan"),
+    post_field("timestamp_inf_bare", "Infinity", ":1: field 'posts[0].timestamp': must be finite"),
+    post_field("timestamp_1e300", "1e300", ":1: field 'posts[0].timestamp': must be seconds since "
+               "the epoch within the years 1-9999, got 1e+300"),
+    post_field("timestamp_bool", "true", ":1: field 'posts[0].timestamp': must be a number or "
+               "ISO-8601 string, got bool"),
+    post_field("relevancy_nan", "NaN", ":1: field 'posts[0].relevancy': must be a finite number",
+               key="relevancy"),
+    jsonl("label_1_5", user("a", 1.5) + "\n", ":1: field 'label': must be 0 (benign) or 1 "
+          "(malicious), got 1.5"),
+    jsonl("label_text_1_0", user("a", "1.0") + "\n", ":1: field 'label': must be 0 (benign) or 1 "
+          "(malicious), got '1.0'"),
+    jsonl("label_null", user("a", None) + "\n", ":1: field 'label': must be 0 (benign) or 1"),
+    jsonl("label_nan", raw("NaN"),
+          ":1: field 'label': must be 0 (benign) or 1 (malicious), got nan"),
+    jsonl("user_id_empty", user("") + "\n", ":1: field 'user_id': must not be empty"),
+    jsonl("user_id_blank", user(" \t ") + "\n", ":1: field 'user_id': must not be empty"),
+    jsonl("user_id_null", '{"user_id": null, "label": 0, "posts": ["x"]}\n',
+          ":1: field 'user_id': must be a string, got NoneType"),
+    jsonl("duplicate_key_label", GOOD + raw('0, "label": 1', uid='"b"'),
+          ":2: field 'label': appears twice in one JSON object"),
+    jsonl("duplicate_key_text", raw(post='{"text": "x", "text": "y"}'),
+          ":1: field 'text': appears twice in one JSON object"),
+    jsonl("text_only_nul", GOOD + user("b", 1, {"text": "\u0000"}) + "\n",
+          ":2: field 'posts[0].text': empty post text"),
+    jsonl("text_only_controls", user("a", 0, {"text": "\u001b\u0007 \u007f"}) + "\n",
+          ":1: field 'posts[0].text': empty post text"),
+    jsonl("raw_nul_byte", '{"user_id": "a", "label": 0, "posts": ["x\x00y"]}\n',
+          ":1: malformed JSON (Invalid control character at"),
+    jsonl("bom_on_line_2", GOOD + "\ufeff" + GOOD_B, ":2: malformed JSON"),
+    jsonl("truncated_last_line", GOOD + GOOD_B[:25], ":2: malformed JSON"),
+    jsonl("posts_object", '{"user_id": "a", "label": 0, "posts": {}}\n',
+          ":1: field 'posts': must be a list of posts, got dict"),
+    Case("not_utf8", {"not_utf8.jsonl": GOOD.encode() + b'{"user_id": "\xff"}\n'},
+         ":2: not valid UTF-8 (invalid start byte at byte 13)"),
+]
+
+CSV_CASES = [
+    table("csv_unclosed_quote", HEADER + 'a,0,1,"oops\nb,1,1,x\nc,0,1,y\n',
+          ":2: a quote opens here and is never closed"),
+    table("csv_unclosed_quote_after_multiline", HEADER + 'a,0,1,"two\nlines"\nb,1,1,x\n'
+          'c,0,1,"oops\nd,1,1,y\n', ":5: a quote opens here and is never closed"),
+    table("csv_unclosed_quote_escaped", HEADER + 'a,0,1,"say ""hi""\nb,1,1,x\n',
+          ":2: a quote opens here and is never closed"),
+    table("tsv_unclosed_quote", "user_id\tlabel\tposition\ttext\na\t0\t1\tok\nb\t1\t1\t\"oops\n",
+          ":3: a quote opens here and is never closed", ext="tsv"),
+    table("csv_text_after_quote", HEADER + 'a,0,1,"x"y\n',
+          ":2: a quoted field continues after its closing quote"),
+    table("csv_timestamp_nan", "user_id,label,timestamp,text\na,0,NaN,x\n",
+          ":2: field 'timestamp': must be finite, got 'NaN'"),
+    table("csv_timestamp_inf", "user_id,label,timestamp,text\na,0,1,x\na,0,inf,y\n",
+          ":3: field 'timestamp': must be finite, got 'inf'"),
+    table("csv_position_1e400", HEADER + "a,0,1e400,x\n", ":2: field 'position': must be an "
+          "integer, got '1e400'"),
+    table("csv_position_2_60", HEADER + f"a,0,{2**60},x\na,0,{2**60 + 1},y\n",
+          ":2: field 'position': must be between -2**53 and 2**53"),
+    table("csv_position_5000_digits", HEADER + f"a,0,{BIG},x\n",
+          ":2: field 'position': must be an integer, got '1111"),
+    table("csv_position_fraction", HEADER + "a,0,1.5,x\n",
+          ":2: field 'position': must be an integer, got '1.5'"),
+    table("csv_label_1_0", HEADER + "a,1.0,1,x\n", ":2: field 'label': must be 0 (benign) or 1"),
+    table("csv_label_true", HEADER + "a,true,1,x\n", ":2: field 'label': must be 0 (benign) or 1"),
+    table("csv_user_id_empty", HEADER + "a,0,1,x\n,1,1,y\n", ":3: field 'user_id': missing"),
+    table("csv_duplicate_column", "user_id,label,position,text,label\na,0,1,x,1\n",
+          ":1: column 'label' appears twice"),
+    table("csv_text_only_nul", HEADER + "a,0,1,\x00\n", ":2: field 'text': empty post text"),
+    table("csv_newline_in_column_name", 'user_id,"la\nbel",position,text\na,0,1,x\n',
+          ":1: missing column(s) label; found user_id, 'la\\nbel', position, text"),
+]
+
+
+def _parquet(columns: dict[str, list], types: dict[str, Callable] | None = None,
+             names: list[str] | None = None) -> Callable[[], bytes]:
+    """A Parquet file's bytes, built when the test runs; ``types`` maps a column to a
+    function of the pyarrow module giving its type."""
+    def build() -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrays = [pa.array(v, type=(types or {}).get(k, lambda _: None)(pa))
+                  for k, v in columns.items()]
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_arrays(arrays, names=names or list(columns)), sink)
+        return sink.getvalue()
+    return build
+
+
+def _timestamps(seconds: list[int]) -> Callable[[], bytes]:
+    return _parquet({"user_id": ["a", "a"], "label": [1.0, 1.0], "text": ["x", "y"],
+                     "timestamp": seconds}, types={"timestamp": lambda pa: pa.timestamp("s")})
+
+
+def _truncated_parquet() -> bytes:
+    whole = _parquet({"user_id": ["a"], "label": [0], "position": [0], "text": ["x"]})()
+    return whole[: len(whole) // 2]
+
+
+POSTS = {"user_id": ["a", "b"], "label": [0, 1], "position": [0, 0], "text": ["x", "y"]}
+
+PARQUET_CASES = [
+    Case("parquet_truncated", {"t.parquet": _truncated_parquet}, ": cannot read Parquet file ("),
+    Case("parquet_text_int", {"t.parquet": _parquet({**POSTS, "text": [1, 2]})},
+         ": row 1: field 'text': must be a string, got int"),
+    Case("parquet_user_id_float", {"t.parquet": _parquet({**POSTS, "user_id": [1.5, 2.5]})},
+         ": row 1: field 'user_id': must be a string, got float"),
+    Case("parquet_label_text", {"t.parquet": _parquet({**POSTS, "label": ["spam", "1"]})},
+         ": row 1: field 'label': must be 0 (benign) or 1 (malicious), got 'spam'"),
+    Case("parquet_position_bool", {"t.parquet": _parquet({**POSTS, "position": [True, False]})},
+         ": row 1: field 'position': must be an integer, got True"),
+    Case("parquet_timestamp_nan", {"t.parquet": _parquet(
+        {"user_id": ["a"], "label": [0], "text": ["x"], "timestamp": [math.nan]})},
+         ": row 1: field 'timestamp': must be finite, got nan"),
+    Case("parquet_text_list", {"t.parquet": _parquet({**POSTS, "text": [["x"], ["y"]]})},
+         ": row 1: field 'text': must be a string, got list"),
+    Case("parquet_duplicate_column", {"t.parquet": _parquet(
+        {**POSTS, "text2": ["z", "w"]}, names=["user_id", "label", "position", "text", "text"])},
+         ": column 'text' appears twice"),
+    Case("parquet_no_rows", {"t.parquet": _parquet(
+        {k: [] for k in POSTS}, types=dict.fromkeys(POSTS, lambda pa: pa.string()))},
+         ": no users found"),
+    Case("parquet_timestamp_year_30000", {"t.parquet": _timestamps([0, 900_000_000_000])},
+         ": cannot read the column values ("),
+]
+
+
+# --- PETGEN releases: NAME.pkl, NAME_context.pkl, NAME_relevancy.pkl, NAME_label.txt ---
+
+KEY = ("old post", "final post")
+
+
+def release(case_id: str, where: str | None, culprit: str = "", *, labels: object = None,
+            contexts: object = None, relevancy: object = None, raw: dict[str, bytes] | None = None,
+            label_txt: str = "1\n", users: int | None = None) -> Case:
+    """A one-user release in folder ``case_id``; each part can be replaced."""
+    parts = {
+        ".pkl": pickle.dumps({KEY: 1} if labels is None else labels),
+        "_context.pkl": pickle.dumps({KEY: "ctx"} if contexts is None else contexts),
+        "_relevancy.pkl": pickle.dumps({KEY: [1]} if relevancy is None else relevancy),
+    }
+    parts.update(raw or {})
+    files: dict[str, Content] = {f"{case_id}/toy{k}": v for k, v in parts.items()}
+    files[f"{case_id}/toy_label.txt"] = label_txt
+    return Case(case_id, files, where, arg=case_id, culprit=f"{case_id}/toy{culprit}", users=users)
+
+
+# the cases that used to hang run in a subprocess with a timeout
+HANG_CASES = [
+    release("pickle_self_list", ": row 1: pickle holds a list that contains itself",
+            "_relevancy.pkl",
+            relevancy={KEY: self_containing_list()}),
+    release("pickle_list_laughs", ": row 1: pickle expands to more than 20,000,000 items",
+            "_relevancy.pkl", relevancy={KEY: list_laughs()}),
+    release("pickle_tuple_laughs_key", ": pickle holds tuples that expand to more than 20,000,000",
+            ".pkl", raw={".pkl": tuple_laughs_key()}),
+    release("pickle_deep_tuple_key", ": pickle holds tuples nested more than 100 deep", ".pkl",
+            raw={".pkl": deep_tuple_key()}),
+    release("pickle_self_dict", ": row 1: pickle holds a dict that contains itself", "_context.pkl",
+            contexts=self_containing_dict(KEY)),
+]
+
+PICKLE_CASES = [
+    release("pickle_deep_list", ": row 1: pickle nests containers more than 100 deep",
+            "_relevancy.pkl", raw={"_relevancy.pkl": deep_list_value(KEY)}),
+    release("pickle_truncated", ": not a plain-data pickle (", "_context.pkl",
+            raw={"_context.pkl": pickle.dumps({KEY: "ctx"})[:-6]}),
+    release("pickle_set", ": not a plain-data pickle (pickle holds a set; only str/tuple/list/dict/"
+            "int/float are allowed)", "_relevancy.pkl", relevancy={KEY: {1}}),
+    release("pickle_code", ": not a plain-data pickle (refusing to load ", ".pkl",
+            labels={KEY: Evil()}),
+    release("pickle_bytes", ": row 1: pickle holds a bytes; only str/tuple/list/dict/int/float",
+            "_context.pkl", contexts={KEY: b"ctx"}),
+    release("pickle_huge_int_label", ": row 1: field 'label': must be 0 (benign) or 1 (malicious), "
+            "got <a 16610-bit integer>", ".pkl", labels={KEY: 10**5000}),
+    release("pickle_key_not_tuple", ": row 1: key must be a non-empty tuple of post texts", ".pkl",
+            labels={"old post": 1}, contexts={"old post": "c"}, relevancy={"old post": []}),
+    release("pickle_surrogate_text", ": row 1: field 'posts[0]': holds a lone surrogate U+D800",
+            ".pkl", labels={("a\ud800", "b"): 1}, contexts={("a\ud800", "b"): "c"},
+            relevancy={("a\ud800", "b"): [1]}),
+    release("pickle_flags_laughs_short", ": row 1: field 'relevancy': needs 1 flags (one per "
+            "non-final post), got [[[...], [...], [...], [...]], [[...], ", "_relevancy.pkl",
+            relevancy={KEY: list_laughs(10)}),
+]
+
+REFUSED = JSONL_CASES + CSV_CASES + PARQUET_CASES + PICKLE_CASES
+
+ACCEPTED = [
+    jsonl("bom_first_line", "\ufeff" + GOOD + GOOD_B, None, users=2),
+    jsonl("crlf_lines", (GOOD + GOOD_B).replace("\n", "\r\n"), None, users=2),
+    jsonl("nul_inside_text", user("a", 0, {"text": "hi\u0000there"}) + "\n", None, users=1),
+    jsonl("surrogate_pair_emoji", '{"user_id": "a", "label": 0, "posts": ["\\ud83d\\ude00 ok"]}\n',
+          None, users=1),
+    jsonl("label_number_1_0_and_text_1", user("a", 1.0) + "\n" + user("b", "1") + "\n", None,
+          users=2),
+    jsonl("user_id_integer", user(12345) + "\n", None, users=1),  # type: ignore[arg-type]
+    jsonl("long_line_1mb", user("a", 0, {"text": "word " * 200_000}) + "\n", None, users=1),
+    jsonl("unknown_field_nested_50", user("a", 0, x=json.loads("[" * 50 + "]" * 50)) + "\n", None,
+          users=1),
+    jsonl("iso_timestamps", user("a", 0, {"text": "x", "timestamp": "2020-01-01T00:00:00Z"},
+                                 {"text": "y", "timestamp": "9999-12-31T23:59:59"}) + "\n", None,
+          users=1),
+    table("csv_bom_crlf", ("\ufeff" + HEADER + "a,0,1,x\nb,1,1,y\n").replace("\n", "\r\n"), None,
+          users=2),
+    table("csv_negative_positions", HEADER + "a,0,-5,first\na,0,-1,second\n", None, users=1),
+    table("csv_multiline_quoted_text", HEADER + 'a,0,1,"line one\nline ""two"""\n', None, users=1),
+    table("csv_nul_inside_text", HEADER + "a,0,1,x\x00y\n", None, users=1),
+    Case("parquet_timestamp_type_and_float_label", {"t.parquet": _timestamps([0, 60])}, None,
+         users=1),
+    release("pickle_shared_flag_lists", None, users=2,
+            labels={KEY: 1, ("x", "y"): 0}, contexts={KEY: "c", ("x", "y"): "d"},
+            relevancy=(lambda flags: {KEY: flags, ("x", "y"): flags})([1]), label_txt="1\n0\n"),
+]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process: (exit code, stdout, stderr); an escaped exception fails here."""
+    start = time.monotonic()
+    result = runner.invoke(app, list(args))
+    assert time.monotonic() - start < IN_PROCESS_LIMIT, f"took over {IN_PROCESS_LIMIT}s: {args}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"uncaught {type(result.exception).__name__}: {result.exception}")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """The console script in a subprocess, killed after SUBPROCESS_LIMIT seconds."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "advseq", *args], capture_output=True,
+                              text=True, timeout=SUBPROCESS_LIMIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung: advseq {' '.join(args)} ran past {SUBPROCESS_LIMIT}s")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_refused(outcome: tuple[int, str, str], culprit: Path, where: str) -> None:
+    code, out, err = outcome
+    assert "Traceback" not in out + err and "internal error" not in err, err
+    assert code == 2, (code, out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert f"{culprit}{where}" in lines[0], lines[0]
+    assert len(lines[0]) < 400, lines[0]
+
+
+def files_under(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
+def test_refused_by_validate_info_and_convert(case: Case, tmp_path: Path) -> None:
+    assert case.where is not None
+    arg = case.write(tmp_path)
+    before = files_under(tmp_path)
+    out = tmp_path / "out" / "converted.jsonl"
+    for command in (["validate"], ["info"], ["convert", "-o", str(out)]):
+        assert_refused(invoke("data", *command, str(arg)),
+                       case.culprit_path(tmp_path), case.where)
+    assert files_under(tmp_path) == before  # convert wrote nothing, not even a temp file
+
+
+@pytest.mark.parametrize("case", HANG_CASES, ids=[c.id for c in HANG_CASES])
+def test_hostile_pickle_refused_without_hanging(case: Case, tmp_path: Path) -> None:
+    assert case.where is not None
+    arg = case.write(tmp_path)
+    assert_refused(run_cli("data", "validate", str(arg)), case.culprit_path(tmp_path), case.where)
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
+def test_accepted_and_round_trips(case: Case, tmp_path: Path) -> None:
+    arg = case.write(tmp_path)
+    code, out, err = invoke("data", "validate", str(arg))
+    assert code == 0 and out.startswith(f"ok: {case.users} users"), (code, out, err)
+    assert "Traceback" not in err
+    before = files_under(tmp_path)
+    for suffix in (".jsonl", ".csv", ".parquet"):
+        converted = tmp_path / f"converted{suffix}"
+        code, out, err = invoke("data", "convert", str(arg), "-o", str(converted))
+        assert code == 0, (code, out, err)
+        assert files_under(tmp_path) == before | {converted}  # OUT only, no stray temp file
+        before.add(converted)
+        assert load_dataset(converted).checksum() == load_dataset(arg).checksum()
+    text = (tmp_path / "converted.jsonl").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    code, out, err = invoke("data", "info", str(arg), "--json")
+    assert code == 0 and json.loads(out)["users"] == case.users, (code, err)
+
+
+def test_overlong_jsonl_line_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advseq.io.jsonl
+
+    monkeypatch.setattr(advseq.io.jsonl, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "long.jsonl"
+    path.write_text(GOOD + user("b", 1, {"text": "x" * 2000}) + "\n")
+    assert_refused(invoke("data", "validate", str(path)), path, ":2: line longer than 1,000 bytes")
+
+
+def test_overlong_csv_field_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advseq.io.tabular
+
+    monkeypatch.setattr(advseq.io.tabular, "MAX_FIELD_CHARS", 1000)
+    path = tmp_path / "long.csv"
+    path.write_text(HEADER + "a,0,1,x\n" + 'b,1,1,"' + "y" * 2000 + '"\n')
+    assert_refused(invoke("data", "validate", str(path)), path,
+                   ":3: a field longer than 1,000 characters")
+
+
+NON_REGULAR = [  # (path made non-regular, what it becomes, how the error names it)
+    ("pipe.jsonl", "fifo", "a named pipe (FIFO)"),
+    ("zero.jsonl", "zero", "a character device"),
+    ("zero.parquet", "zero", "a character device"),
+    ("rel/toy_context.pkl", "fifo", "a named pipe (FIFO)"),
+    ("rel/toy.pkl", "zero", "a character device"),
+    ("rel/toy_relevancy.pkl", "folder", "a folder"),
+]
+
+
+MAKE = {"fifo": os.mkfifo if hasattr(os, "mkfifo") else None,
+        "zero": (lambda p: p.symlink_to("/dev/zero")) if Path("/dev/zero").exists() else None,
+        "folder": Path.mkdir}
+
+
+@pytest.mark.parametrize(("name", "kind", "what"), NON_REGULAR,
+                         ids=[f"{n}-{k}" for n, k, _ in NON_REGULAR])
+def test_non_regular_file_is_refused_without_waiting(tmp_path: Path, name: str, kind: str,
+                                                     what: str) -> None:
+    make = MAKE[kind]
+    if make is None:
+        pytest.skip(f"no {kind} on this platform")
+    release("rel", None).write(tmp_path)
+    target = tmp_path / name
+    target.unlink(missing_ok=True)
+    make(target)
+    arg = tmp_path / "rel" if name.startswith("rel/") else target
+    assert_refused(run_cli("data", "validate", str(arg)), target,
+                   f": is {what}, not a regular file")
+
+
+@pytest.mark.parametrize(("out_name", "where"), [
+    ("folder.jsonl", ": --out exists and is not a regular file"),
+    ("d.jsonl/users.csv", ": cannot write ("),  # below a file
+])
+def test_convert_refuses_an_unwritable_out(tmp_path: Path, out_name: str, where: str) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_text(GOOD + GOOD_B)
+    (tmp_path / "folder.jsonl").mkdir()
+    before = files_under(tmp_path)
+    out = tmp_path / out_name
+    assert_refused(invoke("data", "convert", str(src), "-o", str(out)), out, where)
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_numbers_are_never_written(tmp_path: Path, suffix: str, bad: float) -> None:
+    """A dataset built in code with NaN/infinity: saving refuses instead of writing a value
+    the loader would refuse (a bare NaN in JSON, 'nan' in a table)."""
+    ds = Dataset([User("a", 0, (Post("x", None, bad, None),)),
+                  User("b", 1, (Post("y", None, None, bad),))])
+    out = tmp_path / f"users{suffix}"
+    with pytest.raises(DataError, match="NaN|infinit"):
+        save_dataset(ds, out)
+    assert list(tmp_path.iterdir()) == []

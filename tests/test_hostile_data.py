@@ -132,6 +132,15 @@ JSONL_CASES = [
                "the epoch within the years 1-9999, got 1e+300"),
     post_field("timestamp_bool", "true", ":1: field 'posts[0].timestamp': must be a number or "
                "ISO-8601 string, got bool"),
+    post_field("timestamp_5000_digit_text", f'"{BIG}"', f"{TS}: must be seconds since the epoch "
+               "within the years 1-9999, got '1111"),
+    post_field("relevancy_5000_digit_text", f'"{BIG}"', ":1: field 'posts[0].relevancy': must be "
+               "a finite number or null, got '1111", key="relevancy"),
+    jsonl("only_bom", "\ufeff\n", ": no users found"),
+    Case("json_array_file", {"users.json": "[" + GOOD.strip() + "]\n"},
+         ":1: each line must be a JSON object, got list"),
+    jsonl("post_null", raw(post="null"), ":1: field 'posts[0]': must be an object with a 'text' "
+          "field, got NoneType"),
     post_field("relevancy_nan", "NaN", ":1: field 'posts[0].relevancy': must be a finite number",
                key="relevancy"),
     jsonl("label_1_5", user("a", 1.5) + "\n", ":1: field 'label': must be 0 (benign) or 1 "
@@ -289,7 +298,7 @@ HANG_CASES = [
 PICKLE_CASES = [
     release("pickle_deep_list", ": row 1: pickle nests containers more than 100 deep",
             "_relevancy.pkl", raw={"_relevancy.pkl": deep_list_value(KEY)}),
-    release("pickle_truncated", ": not a plain-data pickle (", "_context.pkl",
+    release("pickle_truncated", ": not a plain-data pickle (it ends too early)", "_context.pkl",
             raw={"_context.pkl": pickle.dumps({KEY: "ctx"})[:-6]}),
     release("pickle_set", ": not a plain-data pickle (pickle holds a set; only str/tuple/list/dict/"
             "int/float are allowed)", "_relevancy.pkl", relevancy={KEY: {1}}),
@@ -359,7 +368,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def assert_refused(outcome: tuple[int, str, str], culprit: Path, where: str) -> None:
+def assert_refused(outcome: tuple[int, str, str], culprit: Path | str, where: str) -> None:
     code, out, err = outcome
     assert "Traceback" not in out + err and "internal error" not in err, err
     assert code == 2, (code, out, err)
@@ -474,6 +483,14 @@ def test_convert_refuses_an_unwritable_out(tmp_path: Path, out_name: str, where:
     out = tmp_path / out_name
     assert_refused(invoke("data", "convert", str(src), "-o", str(out)), out, where)
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_info_seed_out_of_range(tmp_path: Path, seed: str) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_text(GOOD + GOOD_B)
+    assert_refused(invoke("data", "info", str(src), "--seed", seed), "--seed",
+                   f": must be between 0 and 4294967295, got {seed}")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])

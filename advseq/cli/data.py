@@ -28,7 +28,10 @@ def info(
     The shortcut audit cross-validates detectors that read no text (number of posts,
     post length, retweet share): what a detector gets for free on this dataset."""
     from advseq.audit import describe
+    from advseq.errors import ConfigError
 
+    if not 0 <= seed < 2**32:  # the range NumPy and scikit-learn accept
+        raise ConfigError(f"--seed: must be between 0 and {2**32 - 1}, got {seed}")
     ds = load(path, lenient=lenient, fmt=fmt)
     summary = describe(ds, audit=audit, seed=seed)
     if as_json:

@@ -76,10 +76,10 @@ def load_jsonl(path: Path, problems: Problems) -> list[User]:
     users: list[User] = []
     seen: dict[str, int] = {}
     for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
         if lineno == 1 and line.startswith("\ufeff"):
             line = line[1:]
+        if not line.strip():
+            continue
         try:
             raw = parse_json_line(line, problems, lineno)
         except DataError as err:

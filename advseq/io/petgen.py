@@ -120,7 +120,9 @@ def safe_load_pickle(path: Path) -> Any:
         raise DataError(path, f"pickle holds {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError, OverflowError, RecursionError) as err:
-        raise DataError(path, f"not a plain-data pickle ({str(err)[:200]})") from None
+        reason = str(err)[:200] or ("it ends too early" if isinstance(err, EOFError)
+                                    else type(err).__name__)
+        raise DataError(path, f"not a plain-data pickle ({reason})") from None
     except Exception as err:  # e.g. struct.error on a truncated opcode argument
         raise DataError(path, f"not a plain-data pickle ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None

@@ -200,12 +200,19 @@ def parse_timestamp(value: Any, problems: Problems, *, field: str, **loc: Any) -
     else:
         raise problems.error(f"must be a number or ISO-8601 string, got {type(value).__name__}",
                              field=field, **loc)
-    if not math.isfinite(seconds) and not isinstance(value, int):  # (an int is only too big)
+    if not math.isfinite(seconds) and _names_non_finite(value):
         raise problems.error(f"must be finite, got {show(value)}", field=field, **loc)
     if not TIMESTAMP_RANGE[0] <= seconds <= TIMESTAMP_RANGE[1]:
         raise problems.error(f"must be seconds since the epoch within the years 1-9999, got "
                              f"{show(value)}", field=field, **loc)
     return seconds
+
+
+def _names_non_finite(value: Any) -> bool:
+    """Whether ``value`` is NaN or infinity itself, not a number too big for a float."""
+    if isinstance(value, str):
+        return any(word in value.lower() for word in ("nan", "inf"))
+    return isinstance(value, float)
 
 
 def _iso_seconds(value: str, problems: Problems, *, field: str, **loc: Any) -> float:
@@ -223,16 +230,17 @@ def _iso_seconds(value: str, problems: Problems, *, field: str, **loc: Any) -> f
 def parse_relevancy(value: Any, problems: Problems, *, field: str, **loc: Any) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    number = value
     if isinstance(value, str):
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
             raise problems.error(f"must be a number, got {show(value)}", field=field,
                                  **loc) from None
-    if not is_finite_number(value):
+    if not is_finite_number(number):
         raise problems.error(f"must be a finite number or null, got {show(value)}", field=field,
                              **loc)
-    return float(value)
+    return float(number)
 
 
 def parse_text(value: Any, problems: Problems, *, field: str, **loc: Any) -> str:

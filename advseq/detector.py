@@ -28,13 +28,13 @@ import numpy as np
 from advseq.config import Configurable
 from advseq.errors import ConfigError
 from advseq.schema import User
+from advseq.storage import construct, read_model_config, write_model_config
 
 if TYPE_CHECKING:
     import torch
 
     from advseq.text import Vocabulary
 
-CONFIG_FILE = "config.json"
 FORMAT = "advseq-detector/1"
 ALL_CAPABILITIES = frozenset({"label", "score", "gradient"})
 
@@ -80,24 +80,19 @@ class Detector(Configurable, ABC):
         """Write ``config.json`` and the learned state into folder ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        config = {"format": FORMAT, "detector": self.name, "params": self.get_params(),
+        config = {"detector": self.name, "params": self.get_params(),
                   "fit_info": getattr(self, "fit_info_", {})}
         extra = self._save_state(path)
         if extra:
             config["state"] = extra
-        from advseq.manifest import write_json
-
-        write_json(path / CONFIG_FILE, config)
+        write_model_config(path, FORMAT, config)   # last: a readable config means complete
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         path = Path(path)
         config = read_config(path)
-        try:
-            det = cls(**config["params"])
-        except TypeError as err:
-            raise ConfigError(f"{path / CONFIG_FILE}: parameters do not fit {cls.__name__} ({err})") from None
+        det = construct(cls, config["params"], path)
         det.fit_info_ = config.get("fit_info", {})
         det._load_state(path, config.get("state") or {})
         return det
@@ -178,16 +173,8 @@ class CallableDetector(Detector):
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    cfg = path / CONFIG_FILE
-    if not cfg.is_file():
-        raise ConfigError(f"{path} is not a saved detector (no {CONFIG_FILE})")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{cfg}: cannot read ({err})") from None
-    if config.get("format") != FORMAT or "detector" not in config:
-        raise ConfigError(f"{cfg}: not an advseq detector config (format {FORMAT!r} expected)")
-    return config
+    """The ``config.json`` of a saved detector folder, validated."""
+    return read_model_config(path, FORMAT, "detector", required=("detector",))
 
 
 def create_detector(name: str, **params: Any) -> Detector:

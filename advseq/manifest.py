@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from advseq.paths import REPO_DIR
+from advseq.storage import atomic_write_json
 
 TRACKED_PACKAGES = ("advseq", "torch", "transformers", "numpy", "scikit-learn", "pandas",
                     "nltk", "textattack", "sentence-transformers", "safetensors")
@@ -84,20 +84,5 @@ def build_manifest(config: dict[str, Any], *, seed: int | None = None,
     }
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_default) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+# The name most modules import for "write this JSON file atomically".
+write_json = atomic_write_json

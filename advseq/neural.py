@@ -33,10 +33,15 @@ from torch import nn
 from advseq.detector import Detector, SoftPostDetector
 from advseq.errors import ConfigError
 from advseq.schema import Dataset, User
+from advseq.storage import (
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    atomic_write_with,
+    load_safetensors,
+    require_file,
+    save_safetensors,
+)
 from advseq.text import Tokenizer, Vocabulary
-
-WEIGHTS_FILE = "model.safetensors"
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass
@@ -346,24 +351,16 @@ class TorchDetector(Detector):
 
     # ---- persistence -------------------------------------------------------------------
     def _save_state(self, path: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
         self._check_fitted()
         state = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE))
+        save_safetensors(path / WEIGHTS_FILE, state)
         return {"weights": WEIGHTS_FILE, **self._save_extra(path)}
 
     def _load_state(self, path: Path, state: dict[str, Any]) -> None:
-        from safetensors.torch import load_file
-
-        if not (path / WEIGHTS_FILE).is_file():
-            raise ConfigError(f"{path} is missing {WEIGHTS_FILE}")
+        weights = require_file(path / WEIGHTS_FILE)
         self._load_extra(path, state)
         module = self.build_module()
-        try:
-            module.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        except RuntimeError as err:
-            raise ConfigError(f"{path / WEIGHTS_FILE} does not fit {type(self).__name__}: {err}") from None
+        load_safetensors(module, weights, what=type(self).__name__)
         self.module_ = module.to(self.torch_device).eval().requires_grad_(False)
 
 
@@ -409,13 +406,11 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         return tensorize(users, self._encode, self.max_posts, reserve_last=reserve_last)
 
     def _save_extra(self, path: Path) -> dict[str, Any]:
-        self.vocab_.save(path / VOCAB_FILE)
+        atomic_write_with(path / VOCAB_FILE, self.vocab_.save)
         return {"vocab": VOCAB_FILE, "vocab_size": len(self.vocab_)}
 
     def _load_extra(self, path: Path, state: dict[str, Any]) -> None:
-        if not (path / VOCAB_FILE).is_file():
-            raise ConfigError(f"{path} is missing {VOCAB_FILE}")
-        self.vocab_ = Vocabulary.load(path / VOCAB_FILE)
+        self.vocab_ = Vocabulary.load(require_file(path / VOCAB_FILE))
         self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
 
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advseq.errors import ResourceMissing
+from advseq.storage import atomic_write_text
 
 _lock = threading.Lock()
 _done: set[str] = set()
@@ -75,10 +76,7 @@ def offline_env() -> None:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
 
 
 def _wordnet_source() -> Path | None:

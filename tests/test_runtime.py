@@ -85,3 +85,54 @@ def test_import_and_help_load_nothing_heavy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_text_cache_keeps_its_table_and_serves_a_second_process(tmp_path: Path) -> None:
+    """The SQLite text caches keep the schema and key bytes older caches were written with,
+    and a new cache object (a later process) reads what an earlier one stored."""
+    import hashlib
+    import sqlite3
+
+    import numpy as np
+
+    from advseq.storage import TextCache, text_key
+
+    def emb() -> TextCache:
+        return TextCache(tmp_path / "e.sqlite", "emb", ["v BLOB NOT NULL"],
+                         encode=lambda v: (v.astype(np.float32).tobytes(),),
+                         decode=lambda row: np.frombuffer(row[0], dtype=np.float32))
+
+    first = emb()
+    keys, todo = first.missing(["b", "a", "b"])
+    assert list(todo.values()) == ["b", "a"] and keys[0] == keys[2]
+    first.store({k: np.full(3, i, dtype=np.float32) for i, k in enumerate(todo)})
+    assert text_key("a") == hashlib.blake2b(b"a", digest_size=16).digest()
+    second = emb()
+    keys, todo = second.missing(["a", "c"])
+    assert list(todo.values()) == ["c"] and second[keys[0]].tolist() == [1.0, 1.0, 1.0]
+    sql = sqlite3.connect(tmp_path / "e.sqlite").execute("SELECT sql FROM sqlite_master").fetchone()[0]
+    assert sql == "CREATE TABLE emb (k BLOB PRIMARY KEY, v BLOB NOT NULL)"
+    memory = TextCache(None, "nll", ["s REAL", "n INTEGER"], encode=lambda v: v, decode=tuple)
+    memory.store({text_key("x"): (1.5, 3)})
+    assert memory.missing(["x", "y"])[1] == {text_key("y"): "y"}
+
+
+def test_atomic_writes_leave_whole_files_with_ordinary_permissions(tmp_path: Path) -> None:
+    from advseq.storage import atomic_write_json, atomic_write_with
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "sub" / "a.json", {"x": Path("p")})
+        assert path.read_text() == '{\n  "x": "p"\n}\n'
+        assert path.stat().st_mode & 0o777 == 0o644
+
+        def killed_halfway(tmp: Path) -> None:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+
+        with pytest.raises(RuntimeError):
+            atomic_write_with(path, killed_halfway)
+        assert path.read_text() == '{\n  "x": "p"\n}\n'          # the old version survives
+        assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]   # no temp left
+    finally:
+        os.umask(umask)

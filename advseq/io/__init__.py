@@ -11,6 +11,7 @@ from advseq.io.petgen import load_petgen
 from advseq.io.tabular import load_table
 from advseq.io.validate import Problems
 from advseq.schema import Dataset
+from advseq.storage import atomic_write_with
 
 log = logging.getLogger("advseq.io")
 MAX_LOGGED_WARNINGS = 10
@@ -29,9 +30,6 @@ WRITABLE = ("jsonl", "csv", "tsv", "parquet")
 def save_dataset(dataset: Dataset, path: str | Path) -> Path:
     """Write ``dataset`` in the format its extension names (.jsonl, .csv, .tsv, .parquet),
     atomically; PETGEN pickles are read-only."""
-    import os
-    import tempfile
-
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt not in WRITABLE:
@@ -41,16 +39,7 @@ def save_dataset(dataset: Dataset, path: str | Path) -> Path:
         return save_jsonl(dataset, path)
     from advseq.io.tabular import save_table
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_table(dataset.users, Path(tmp), fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_with(path, lambda tmp: save_table(dataset.users, tmp, fmt))
 
 
 def detect_format(path: Path) -> tuple[Path, str]:

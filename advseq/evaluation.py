@@ -30,17 +30,17 @@ import numpy as np
 from advseq.attack import AttackSpec, create_attack
 from advseq.detector import Detector, load_detector
 from advseq.errors import CapabilityError, ConfigError
-from advseq.manifest import build_manifest, write_json
+from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
 from advseq.schema import Dataset, DataSplit, User
-from advseq.threat import MODES, ThreatModel
+from advseq.storage import atomic_write_json, atomic_write_text
+from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode, surrogate_seed
 from advseq.training import data_record, recorded_split
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
-THREAT_MODES = (*MODES, "transfer")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -72,9 +72,7 @@ def _whole_batches(path: Path, records: list[dict[str, Any]], test: Sequence[Use
                for i in idx}
     keep = [r for r in records if r["user_id"] not in partial]
     if len(keep) != len(records):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     return keep
 
 
@@ -85,10 +83,12 @@ def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-def prepare_surrogate(train: Dataset, *, surrogate: str | Path | None, detector: str, seed: int,
-                      out: Path, progress: bool | None) -> tuple[Detector, dict[str, Any]]:
-    """The attacker's own detector: loaded from ``surrogate``, or trained on ``train``
-    (the users the attacker may see) with a seed the deployed model did not use."""
+def prepare_surrogate(train: Dataset, *, surrogate: str | Path | None,
+                      detector: str = SURROGATE_DETECTOR, params: dict[str, Any] | None = None,
+                      seed: int, out: Path, progress: bool | None) -> tuple[Detector, dict[str, Any]]:
+    """The attacker's own detector: loaded from ``surrogate``, or a ``detector`` with
+    ``params`` trained on ``train`` (the users the attacker may see) with a seed the
+    deployed model did not use (:func:`~advseq.threat.surrogate_seed`)."""
     if surrogate is not None:
         return load_detector(surrogate), {"path": str(surrogate)}
     path = out / "surrogate"
@@ -96,10 +96,10 @@ def prepare_surrogate(train: Dataset, *, surrogate: str | Path | None, detector:
         return load_detector(path), {"trained": detector, "path": str(path)}
     from advseq.detector import create_detector
 
-    det = create_detector(detector, seed=seed + 1000)
+    det = create_detector(detector, seed=surrogate_seed(seed), **(params or {}))
     det.fit(train.users, progress=progress)
     det.save(path)
-    return det, {"trained": detector, "seed": seed + 1000, "path": str(path)}
+    return det, {"trained": detector, "seed": surrogate_seed(seed), "path": str(path)}
 
 
 def run_attack(
@@ -112,7 +112,8 @@ def run_attack(
     spec: AttackSpec | None = None,
     attack_params: dict[str, Any] | None = None,
     surrogate: str | Path | None = None,
-    surrogate_detector: str = "cnn",
+    surrogate_detector: str = SURROGATE_DETECTOR,
+    surrogate_params: dict[str, Any] | None = None,
     budget: int | None = None,
     seed: int = 0,
     resume: bool = False,
@@ -122,13 +123,15 @@ def run_attack(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Attack the recorded test users of the detector in ``detector_dir``; returns the
-    summary (also written to ``out/summary.json``)."""
+    summary (also written to ``out/summary.json``).
+
+    In ``transfer`` mode the attacker's surrogate is the model folder ``surrogate``, or a
+    ``surrogate_detector`` with ``surrogate_params`` trained here on the training split."""
     from advseq.progress import progress_bar
 
     out = Path(out)
     spec = spec or AttackSpec()
-    if mode not in THREAT_MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(THREAT_MODES)}")
+    check_mode(mode)
     if surrogate is not None and mode != "transfer":
         raise ConfigError("--surrogate only applies to --mode transfer")
     deployed = load_detector(detector_dir)
@@ -141,6 +144,8 @@ def run_attack(
               "detector": str(Path(detector_dir)), "detector_name": deployed.name,
               "data_checksum": data.checksum(), "n_users": len(test),
               "surrogate": str(surrogate) if surrogate else (surrogate_detector if mode == "transfer" else None)}
+    if surrogate_params and surrogate is None and mode == "transfer":
+        config["surrogate_params"] = surrogate_params   # absent when empty: older runs resume
     run_file = out / RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
@@ -155,23 +160,23 @@ def run_attack(
     # Refuse an attack the threat model cannot serve before any work is done.
     if mode == "transfer":
         sur_cls = _detector_class(surrogate, surrogate_detector)
-        missing = atk.requires - sur_cls.capabilities
-        if missing:
-            raise CapabilityError(f"attack {attack!r} needs {', '.join(sorted(missing))}, which the "
-                                  f"surrogate {sur_cls.name!r} cannot provide; pick a surrogate "
-                                  "detector with soft-token gradients (hlstm, cnn, ties, transformer)")
+        caps, name = sur_cls.capabilities, sur_cls.name
     else:
-        threat = ThreatModel(deployed, mode, budget=budget)
-        threat.require(atk.requires, f"attack {attack!r}")
+        caps, name = deployed.capabilities, deployed.name or type(deployed).__name__
+    reason = applicability(atk.requires, mode, caps, attack=f"attack {attack!r}", detector=repr(name))
+    if reason:
+        raise CapabilityError(reason)
     surrogate_info = None
-    if mode == "transfer":
+    if mode != "transfer":
+        threat = ThreatModel(deployed, mode, budget=budget)
+    else:
         surrogate_det, surrogate_info = prepare_surrogate(
-            split.train, surrogate=surrogate, detector=surrogate_detector, seed=seed, out=out,
-            progress=progress)
+            split.train, surrogate=surrogate, detector=surrogate_detector, params=surrogate_params,
+            seed=seed, out=out, progress=progress)
         # The attacker owns the surrogate: every capability it offers, no budget.
         threat = ThreatModel(surrogate_det, surrogate_det.capabilities, surrogate=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(run_file, config)
+    atomic_write_json(run_file, config)
 
     batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
     records = _whole_batches(out / RESULTS_FILE, read_records(out / RESULTS_FILE), test, batches)
@@ -218,8 +223,8 @@ def run_attack(
 
         summary["quality"] = quality_report(records, data, split, spec, seed=seed)
         summary.update({k: v for k, v in summary["quality"]["attack"].items()})
-    write_json(out / SUMMARY_FILE, summary)
-    write_json(out / MANIFEST_FILE, build_manifest(
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    atomic_write_json(out / MANIFEST_FILE, build_manifest(
         config, seed=seed, data=data_record(data), surrogate=surrogate_info,
         threat=threat.describe(), attack_paper=atk.paper))
     return summary

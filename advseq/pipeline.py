@@ -25,7 +25,7 @@ Config (TOML)::
     name = "hlstm"                # label; detector = "hlstm" when omitted
     params = {}
 
-    [surrogate]                   # what the attacker trains for transfer attacks
+    [surrogate]                   # what the attacker trains for transfer attacks and loops
     detector = "cnn"
 
     [[attacks]]
@@ -52,11 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from advseq.errors import CapabilityError, ConfigError
-from advseq.manifest import build_manifest, write_json
+from advseq.manifest import build_manifest
 from advseq.schema import Dataset
+from advseq.storage import atomic_write_json
+from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES, applicability, surrogate_seed
 
 INDEX_FILE = "index.json"
-MODES = ("white-box", "score", "label", "transfer")
 
 
 @dataclass
@@ -106,7 +107,7 @@ class RunConfig:
     ceiling_steps: int = 300
     datasets: list[DatasetCfg] = field(default_factory=list)
     detectors: list[DetectorCfg] = field(default_factory=list)
-    surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", "cnn"))
+    surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", SURROGATE_DETECTOR))
     attacks: list[AttackCfg] = field(default_factory=list)
     retrain: list[RetrainCfg] = field(default_factory=list)
     source: str | None = None
@@ -182,14 +183,15 @@ def load_config(source: str | Path | Mapping[str, Any], *, out: str | Path | Non
         cfg.detectors.append(DetectorCfg(label, str(d.get("detector", label)), dict(d.get("params", {}))))
     if "surrogate" in raw:
         s = raw["surrogate"]
-        cfg.surrogate = DetectorCfg("surrogate", str(s.get("detector", "cnn")), dict(s.get("params", {})))
+        cfg.surrogate = DetectorCfg("surrogate", str(s.get("detector", SURROGATE_DETECTOR)),
+                                    dict(s.get("params", {})))
     for i, a in enumerate(raw.get("attacks", [])):
         where = f"{path}: [[attacks]] #{i + 1}"
         label = _need(a, "name", where, str)
         modes = list(a.get("modes", ["white-box"]))
-        bad = [m for m in modes if m not in MODES]
+        bad = [m for m in modes if m not in THREAT_MODES]
         if bad:
-            raise ConfigError(f"{where}: unknown mode(s) {bad}; use {', '.join(MODES)}")
+            raise ConfigError(f"{where}: unknown mode(s) {bad}; use {', '.join(THREAT_MODES)}")
         only = a.get("detectors")
         if only is not None and (not isinstance(only, list) or not all(isinstance(x, str) for x in only)):
             raise ConfigError(f"{where}: detectors must be a list of [[detectors]] labels")
@@ -257,7 +259,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
         model_dirs: dict[str, Path] = {}
         needs_surrogate = any("transfer" in a.modes for a in cfg.attacks)
         for det in [*cfg.detectors, *([cfg.surrogate] if needs_surrogate else [])]:
-            seed = cfg.seed + (1000 if det is cfg.surrogate else 0)
+            seed = surrogate_seed(cfg.seed) if det is cfg.surrogate else cfg.seed
             conf = {"detector": det.detector, "params": det.params, "test_size": cfg.test_size,
                     "split_seed": cfg.split_seed}
             path = cfg.out / "models" / ds_cfg.name / f"{det.name}-{unit_key('detector', conf, checksum, seed)}"
@@ -285,6 +287,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             units.append(Unit("ceiling", f"{ds_cfg.name}: one-post ceiling of {det.name}", path, ceiling,
                               lambda p=path: (p / CEILING_FILE).exists(),
                               {"dataset": ds_cfg.name, "detector": det.name}))
+        surrogate_caps = registry.detectors.get(cfg.surrogate.detector).capabilities
         for det in cfg.detectors:
             caps = registry.detectors.get(det.detector).capabilities
             for atk in cfg.attacks:
@@ -297,13 +300,11 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                             "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
                     key = unit_key("attack", conf, checksum, cfg.seed)
                     path = cfg.out / "attacks" / ds_cfg.name / det.name / f"{atk.name}-{mode}-{key}"
-                    skip = None
-                    if mode == "white-box" and "gradient" not in caps:
-                        skip = f"{det.name} offers no gradients (white-box needs them); see its transfer/score rows"
-                    elif mode in ("score", "label") and needs - {"label", "score"} - ({"score"} if mode == "score" else set()):
-                        skip = f"{atk.name} needs {', '.join(sorted(needs))}, which {mode} mode withholds"
-                    elif mode == "label" and "score" in needs:
-                        skip = f"{atk.name} needs scores, which label mode withholds"
+                    if mode == "transfer":
+                        skip = applicability(needs, mode, surrogate_caps, attack=f"attack {atk.attack!r}",
+                                             detector=repr(cfg.surrogate.detector))
+                    else:
+                        skip = applicability(needs, mode, caps, attack=atk.name, detector=det.name)
 
                     def attack(ds: Dataset = ds, det: DetectorCfg = det, atk: AttackCfg = atk, mode: str = mode,
                                path: Path = path, dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
@@ -322,6 +323,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             conf = {"detector": det.detector, "params": det.params, "attack": rt.attack,
                     "attack_params": rt.params, "rounds": rt.rounds, "mode": rt.mode,
                     "spec": spec.to_dict(), "max_users": cfg.max_users}
+            if rt.mode == "transfer":   # only then does the loop train the run's surrogate
+                conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
             key = unit_key("retrain", conf, checksum, cfg.seed)
             path = cfg.out / "retrain" / ds_cfg.name / f"{det.name}-{rt.attack}-{key}"
 
@@ -330,7 +333,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                 return retrain_loop(ds, det.detector, rt.attack, path, rounds=rt.rounds, mode=rt.mode,
                                     seed=cfg.seed, initial=dirs[det.name], test_size=cfg.test_size, split_seed=cfg.split_seed,
                                     detector_params=det.params, attack_params=rt.params, spec=spec,
-                                    max_users=cfg.max_users, progress=False)
+                                    max_users=cfg.max_users, surrogate=cfg.surrogate.detector,
+                                    surrogate_params=cfg.surrogate.params, progress=False)
 
             units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} ({rt.rounds} rounds)",
                               path, loop, lambda p=path: (p / ROUNDS_FILE).exists() and
@@ -360,12 +364,12 @@ def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = N
             info = describe(ds, seed=cfg.seed)
             card = Path(ds.source or "").parent / "README.md" if ds.source else None
             info["card"] = card.read_text(encoding="utf-8") if card and card.is_file() else None
-            write_json(info_path, info)
+            atomic_write_json(info_path, info)
         infos[name] = str(info_path.relative_to(out))
     units = plan(cfg, data)
     index: dict[str, Any] = {"config": cfg.to_dict(), "datasets": infos, "units": []}
-    write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,
-                                                data={n: d.checksum() for n, d in data.items()}))
+    atomic_write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,
+                                                       data={n: d.checksum() for n, d in data.items()}))
     with progress_bar(f"run {cfg.name}", len(units), enabled=progress) as bar:
         for unit in units:
             entry = {"kind": unit.kind, "label": unit.label, "path": str(unit.path.relative_to(out)),
@@ -383,8 +387,8 @@ def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = N
                 except CapabilityError as err:
                     entry.update(status="not applicable", reason=str(err))
             index["units"].append(entry)
-            write_json(out / INDEX_FILE, index)
+            atomic_write_json(out / INDEX_FILE, index)
             bar.advance()
     index["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(out / INDEX_FILE, index)
+    atomic_write_json(out / INDEX_FILE, index)
     return index

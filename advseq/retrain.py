@@ -12,12 +12,12 @@ Round 0 trains the detector on the training split. Every round ``r``:
    become a malicious shortcut (nor the classes drift apart in size), every benign
    training user joins too, with a post the same attacker writes for them (aiming at
    the verdict they already have; attacks that stop once the goal holds, like HotFlip,
-   leave their starting post: one of the user's own earlier posts).
+   leave their starting post: one of the user's own earlier posts). Benign users that
+   joined with a re-posted earlier post instead taught the detector "a new-looking last
+   post means malicious", the one slot the attacker controls (docs/results.md).
 
-   Measured on wiki (hlstm, PETGEN white-box): when benign users joined with a re-posted
-   earlier post instead, round 1's detector kept its F1 (0.605 -> 0.594) but PETGEN's
-   evasion rate rose from 0.41 to 0.98 — the detector learnt "a new-looking last post
-   means malicious" and so leaned on the one slot the attacker controls.
+In ``transfer`` mode the attacker trains its own ``surrogate`` detector (with
+``surrogate_params``) on the training split and attacks that white-box.
 
 ``rounds.json`` holds the per-round table; each round's detector and attack run are kept
 under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
@@ -26,7 +26,6 @@ under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -34,12 +33,13 @@ from typing import Any
 
 from advseq.attack import AttackSpec, create_attack
 from advseq.detector import create_detector, load_detector
-from advseq.errors import ConfigError
+from advseq.errors import CapabilityError, ConfigError
 from advseq.evaluation import run_attack
-from advseq.manifest import build_manifest, write_json
+from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
 from advseq.schema import Dataset, User
-from advseq.threat import ThreatModel
+from advseq.storage import atomic_write_json, replace_dir, scratch_dir_for
+from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode
 from advseq.training import MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, data_record
 
 ROUNDS_FILE = "rounds.json"
@@ -48,11 +48,11 @@ ROUNDS_FILE = "rounds.json"
 def _save_detector(det: Any, out: Path, data: Dataset, split: Any, metrics: dict[str, Any],
                    config: dict[str, Any], seed: int) -> None:
     det.save(out)
-    write_json(out / METRICS_FILE, metrics)
-    write_json(out / SPLIT_FILE, split.to_dict())
-    write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data),
-                                                   split={"file": SPLIT_FILE},
-                                                   fit_info=getattr(det, "fit_info_", {})))
+    atomic_write_json(out / METRICS_FILE, metrics)
+    atomic_write_json(out / SPLIT_FILE, split.to_dict())
+    atomic_write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data),
+                                                          split={"file": SPLIT_FILE},
+                                                          fit_info=getattr(det, "fit_info_", {})))
 
 
 def augment(users: list[User], posts: dict[str, str], tasks: dict[str, Any], tag: str) -> list[User]:
@@ -70,18 +70,20 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  detector_params: dict[str, Any] | None = None,
                  attack_params: dict[str, Any] | None = None, spec: AttackSpec | None = None,
                  max_users: int | None = None, quality: bool = False,
-                 initial: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+                 initial: str | Path | None = None, surrogate: str = SURROGATE_DETECTOR,
+                 surrogate_params: dict[str, Any] | None = None,
+                 progress: bool | None = None) -> dict[str, Any]:
     """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
 
     ``initial``: a detector folder already trained with these settings on this split
     (e.g. by ``advseq train`` or a run matrix), used as round 0 instead of training it
-    again; refused when its recorded split or settings differ."""
+    again; refused when its recorded split or settings differ. ``surrogate`` and
+    ``surrogate_params``: the detector the attacker trains in ``transfer`` mode."""
     from advseq.progress import progress_bar
 
     if rounds < 1:
         raise ConfigError("rounds must be >= 1")
-    if mode not in ("white-box", "score", "label", "transfer"):
-        raise ConfigError(f"unknown mode {mode!r}")
+    check_mode(mode)
     out = Path(out)
     spec = spec or AttackSpec()
     detector_params = dict(detector_params or {})
@@ -91,25 +93,23 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
               "attack_params": attack_params, "mode": mode, "rounds": rounds, "seed": seed,
               "test_size": test_size, "split_seed": split_seed, "spec": spec.to_dict(),
               "data_checksum": data.checksum()}
+    sur = {"detector": surrogate, "params": dict(surrogate_params or {})} if mode == "transfer" else None
+    if sur is not None:   # recorded only where it matters: other loops keep their config
+        config["surrogate"] = sur
     cfg_file = out / "retrain.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
         raise ConfigError(f"{out} holds a retraining run with other settings; use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_file, config)
+    atomic_write_json(cfg_file, config)
     # Refuse a combination that cannot run before any training.
     from advseq import registry
 
     needs = create_attack(attack, seed=seed, **attack_params).requires
-    det_caps = registry.detectors.get(detector).capabilities
-    if mode != "transfer":
-        from advseq.threat import MODES
-
-        missing = needs - (MODES[mode] & det_caps)
-        if missing:
-            from advseq.errors import CapabilityError
-
-            raise CapabilityError(f"attack {attack!r} needs {', '.join(sorted(missing))}, which "
-                                  f"mode {mode!r} on detector {detector!r} does not grant")
+    target = surrogate if sur is not None else detector
+    reason = applicability(needs, mode, registry.detectors.get(target).capabilities,
+                           attack=f"attack {attack!r}", detector=repr(target))
+    if reason:
+        raise CapabilityError(reason)
 
     train_users = list(split.train)
     table: list[dict[str, Any]] = []
@@ -132,14 +132,15 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
             clean = json.loads((det_dir / METRICS_FILE).read_text())
             summary = run_attack(data, det_dir, attack, out=rdir / "attack", mode=mode, spec=spec,
                                  attack_params=attack_params, seed=seed, resume=True,
-                                 max_users=max_users, quality=quality, progress=False)
+                                 max_users=max_users, quality=quality, progress=False,
+                                 **_surrogate_args(sur))
             row = {"round": r, "n_train": clean.get("n_train", len(train_users)),
                    "f1": clean["f1"], "roc_auc": clean["roc_auc"], "accuracy": clean["accuracy"],
                    "evasion_rate": summary["evasion_rate"],
                    "attack_success_rate": summary["attack_success_rate"],
                    "f1_after_attack": summary["after"]["f1"]}
             table.append(row)
-            write_json(out / ROUNDS_FILE, {"config": config, "rounds": table})
+            atomic_write_json(out / ROUNDS_FILE, {"config": config, "rounds": table})
             bar.advance()
             bar.update(status=f"round {r}: F1 {row['f1']:.3f}, evasion {row['evasion_rate']}")
             if r == rounds:
@@ -150,7 +151,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                          for d in map(json.loads, aug_file.read_text(encoding="utf-8").splitlines())]
             else:
                 added = _attack_training_users(data, split, det, attack, attack_params, mode, spec,
-                                               seed, rdir)
+                                               seed, rdir, sur)
                 from advseq.io import save_jsonl
 
                 save_jsonl(Dataset(added, name="augmented") if added else Dataset([], "augmented"), aug_file)
@@ -161,8 +162,8 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
         result["evasion_relative_change"] = round((last["evasion_rate"] - first["evasion_rate"])
                                                   / first["evasion_rate"], 4)
     result["f1_change"] = round(last["f1"] - first["f1"], 4)
-    write_json(out / ROUNDS_FILE, result)
-    write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data)))
+    atomic_write_json(out / ROUNDS_FILE, result)
+    atomic_write_json(out / MANIFEST_FILE, build_manifest(config, seed=seed, data=data_record(data)))
     return result
 
 
@@ -178,10 +179,15 @@ def _adopt(initial: Path, det_dir: Path, data: Dataset, split: Any, detector: st
     if rec is None or rec.to_dict() != split.to_dict() or any(have.get(k) != v for k, v in want.items()):
         raise ConfigError(f"{initial} was not trained with these settings on this split; "
                           "leave out the initial detector to train round 0")
-    tmp = det_dir.with_name(".detector.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(initial, tmp)
-    os.replace(tmp, det_dir)
+    tmp = scratch_dir_for(det_dir)
+    shutil.copytree(initial, tmp, dirs_exist_ok=True)
+    replace_dir(tmp, det_dir)
+
+
+def _surrogate_args(sur: dict[str, Any] | None) -> dict[str, Any]:
+    """run_attack's surrogate arguments for a loop's surrogate record (transfer mode)."""
+    return {} if sur is None else {"surrogate_detector": sur["detector"],
+                                   "surrogate_params": sur["params"]}
 
 
 def _posts(raw: list[dict[str, Any]]) -> list[Any]:
@@ -192,15 +198,17 @@ def _posts(raw: list[dict[str, Any]]) -> list[Any]:
 
 def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
                            attack_params: dict[str, Any], mode: str, spec: AttackSpec, seed: int,
-                           rdir: Path) -> list[User]:
+                           rdir: Path, sur: dict[str, Any] | None) -> list[User]:
     """The round's attacker writes a post for every training user (see the module docstring)."""
     atk = create_attack(attack, seed=seed, **attack_params)
-    if mode == "transfer":
+    if sur is not None:
         from advseq.evaluation import prepare_surrogate
 
-        sur, _ = prepare_surrogate(split.train, surrogate=None, detector="cnn", seed=seed,
-                                   out=rdir / "attack", progress=False)
-        threat = ThreatModel(sur, sur.capabilities, surrogate=True)
+        # The round's test attack trained the surrogate in rdir/attack: this loads it.
+        model, _ = prepare_surrogate(split.train, surrogate=None, detector=sur["detector"],
+                                     params=sur["params"], seed=seed, out=rdir / "attack",
+                                     progress=False)
+        threat = ThreatModel(model, model.capabilities, surrogate=True)
     else:
         threat = ThreatModel(det, mode)
     threat.require(atk.requires, f"attack {attack!r}")

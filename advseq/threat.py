@@ -14,15 +14,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from advseq.detector import Detector
 from advseq.errors import CapabilityError, ConfigError, QueryBudgetExceeded
-from advseq.schema import User
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
+    from advseq.detector import Detector
+    from advseq.schema import User
     from advseq.text import Vocabulary
 
 MODES: dict[str, frozenset[str]] = {
@@ -30,6 +29,59 @@ MODES: dict[str, frozenset[str]] = {
     "score": frozenset({"label", "score"}),
     "label": frozenset({"label"}),
 }
+# Every mode an attack run can take: the query modes above, then transfer (the attacker
+# attacks its own surrogate white-box; the deployed detector only scores the result).
+THREAT_MODES: tuple[str, ...] = (*MODES, "transfer")
+# The attacker's surrogate when a run names none, and the seed offset that keeps it from
+# sharing the deployed detector's initialisation.
+SURROGATE_DETECTOR = "cnn"
+SURROGATE_SEED_OFFSET = 1000
+
+
+def surrogate_seed(seed: int) -> int:
+    """The seed the attacker's surrogate is trained with, for a run seeded ``seed``."""
+    return seed + SURROGATE_SEED_OFFSET
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`THREAT_MODES`, else a :class:`ConfigError`."""
+    if mode not in THREAT_MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(THREAT_MODES)}")
+    return mode
+
+
+def applicability(requires: Iterable[str], mode: str, capabilities: Iterable[str], *,
+                  attack: str = "the attack", detector: str = "the detector") -> str | None:
+    """Why an attack that needs ``requires`` cannot run in threat ``mode`` against a
+    detector offering ``capabilities`` — or ``None`` when it can.
+
+    In a query mode the detector must offer everything the mode grants (a
+    :class:`ThreatModel` refuses otherwise) and the mode must grant what the attack
+    needs. In ``transfer`` mode the attack works white-box on the surrogate, so
+    ``capabilities`` are the surrogate's and must cover the attack's needs. ``attack``
+    and ``detector`` name the two in the reason, verbatim.
+    """
+    check_mode(mode)
+    needs, offered = frozenset(requires), frozenset(capabilities)
+    if mode == "transfer":
+        missing = needs - offered
+        if missing:
+            return (f"{attack} needs {', '.join(sorted(missing))}, which the surrogate "
+                    f"{detector} cannot provide; pick a surrogate detector with soft-token "
+                    "gradients (hlstm, cnn, ties, transformer)")
+        return None
+    granted = MODES[mode]
+    unoffered = granted - offered
+    if "gradient" in unoffered:
+        return f"{detector} offers no gradients ({mode} needs them); see its transfer/score rows"
+    if unoffered:
+        return f"{detector} offers no {', '.join(sorted(unoffered))}, which {mode} mode needs"
+    withheld = needs - granted
+    if withheld - {"score"}:
+        return f"{attack} needs {', '.join(sorted(needs))}, which {mode} mode withholds"
+    if withheld:
+        return f"{attack} needs scores, which {mode} mode withholds"
+    return None
 
 
 class ThreatModel:
@@ -107,7 +159,7 @@ class ThreatModel:
         """The detector's decision (1 = malicious) per user; one query each."""
         self.require({"label"})
         self._charge(users)
-        return (self._detector.predict_proba(users) >= self.threshold).astype(np.int64)
+        return (self._detector.predict_proba(users) >= self.threshold).astype("int64")
 
     def score(self, users: Sequence[User]) -> np.ndarray:
         """P(malicious) per user; one query each."""

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from advseq import registry
+from advseq.attack import Attack, AttackOutput
 from advseq.errors import ConfigError
 from advseq.io import load_dataset
 from advseq.paths import REPO_DIR, demo_data
-from advseq.pipeline import INDEX_FILE, load_config, run_matrix
+from advseq.pipeline import INDEX_FILE, load_config, plan, run_matrix
 from advseq.retrain import retrain_loop
 
 TINY = "{ epochs = 3, emb_dim = 32, filters = 16, seq_hidden = 16, max_posts = 12, max_tokens = 24 }"
@@ -123,22 +125,22 @@ def test_retrain_loop(tmp_path: Path) -> None:
     assert "f1_change" in res and (tmp_path / "rt" / "rounds.json").exists()
 
 
+class Signature(Attack):
+    """Writes a post that names its user and target: cheap, and needs no capability."""
+
+    name = "signature-test"
+    requires = frozenset()
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def run(self, tasks, threat):  # type: ignore[no-untyped-def]
+        return [AttackOutput(f"attacker wrote for {t.user_id} aiming at {t.target}") for t in tasks]
+
+
 def test_retrain_gives_benign_users_the_attackers_post_too(tmp_path: Path) -> None:
     """Benign training users join with a post the same attacker writes (aimed at benign),
     so "the last post reads like the attacker's" cannot become a malicious shortcut."""
-    from advseq import registry
-    from advseq.attack import Attack, AttackOutput
-
-    class Signature(Attack):
-        name = "signature-test"
-        requires = frozenset()
-
-        def __init__(self, seed: int = 0) -> None:
-            self.seed = seed
-
-        def run(self, tasks, threat):  # type: ignore[no-untyped-def]
-            return [AttackOutput(f"attacker wrote for {t.user_id} aiming at {t.target}") for t in tasks]
-
     registry.attacks.register("signature-test", Signature)
     ds = load_dataset(demo_data())
     retrain_loop(ds, "tfidf-lr", "signature-test", tmp_path / "rt", rounds=1, seed=0, max_users=24, mode="score",
@@ -149,3 +151,38 @@ def test_retrain_gives_benign_users_the_attackers_post_too(tmp_path: Path) -> No
     for r in rows:
         uid = r["user_id"].split("#")[0]
         assert r["posts"][-1]["text"] == f"attacker wrote for {uid} aiming at 0"
+
+
+def test_transfer_retrain_attacks_the_runs_surrogate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transfer-mode [[retrain]] gets the run's [surrogate] (detector and params) and its
+    folder hash names it; a white-box loop's folder does not depend on the surrogate."""
+    import advseq.retrain
+
+    registry.attacks.register("signature-test", Signature)
+    ds = load_dataset(demo_data())
+    small = {"epochs": 1, "emb_dim": 16, "filters": 8, "seq_hidden": 8, "max_posts": 8, "max_tokens": 12}
+
+    def matrix(epochs: int) -> dict:
+        return {"run": {"name": "s"}, "datasets": [{"name": "demo", "demo": True}],
+                "detectors": [{"name": "tfidf-lr"}],
+                "surrogate": {"detector": "cnn", "params": {**small, "epochs": epochs}},
+                "retrain": [{"detector": "tfidf-lr", "attack": "signature-test", "mode": m, "rounds": 1}
+                            for m in ("transfer", "white-box")]}
+
+    calls: list[dict] = []
+    monkeypatch.setattr(advseq.retrain, "retrain_loop", lambda *a, **kw: calls.append(kw) or {})
+    units = {e: [u for u in plan(load_config(matrix(e), out=tmp_path / "run"), {"demo": ds})
+                 if u.kind == "retrain"] for e in (1, 2)}
+    units[1][0].run()
+    assert (calls[0]["mode"], calls[0]["surrogate"], calls[0]["surrogate_params"]) == ("transfer", "cnn", small)
+    assert units[1][0].path != units[2][0].path      # transfer: the surrogate is in the hash
+    assert units[1][1].path == units[2][1].path      # white-box: it is not
+    monkeypatch.undo()
+
+    res = retrain_loop(ds, "tfidf-lr", "signature-test", tmp_path / "rt", rounds=1, seed=0, max_users=24,
+                       mode="transfer", surrogate="cnn", surrogate_params=small, progress=False)
+    assert res["config"]["surrogate"] == {"detector": "cnn", "params": small}
+    for r in (0, 1):
+        saved = json.loads((tmp_path / "rt" / f"round_{r}" / "attack" / "surrogate" / "config.json").read_text())
+        assert saved["detector"] == "cnn" and saved["params"]["filters"] == 8
+        assert saved["params"]["seed"] == 1000               # surrogate_seed(0)

@@ -11,13 +11,10 @@ from rich.table import Table
 
 from advseq.cli._common import DataArg, DeployedOpt, LenientOpt, ProgressOpt, console, load
 from advseq.cli.detect import parse_params
+from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES
 
-
-class Mode(StrEnum):
-    white_box = "white-box"
-    score = "score"
-    label = "label"
-    transfer = "transfer"
+#: The threat modes as a CLI choice (``Mode.white_box`` is ``"white-box"``).
+Mode = StrEnum("Mode", {m.replace("-", "_"): m for m in THREAT_MODES})
 
 
 class Goal(StrEnum):
@@ -41,9 +38,9 @@ def register(app: typer.Typer) -> None:
         detector: Annotated[Path, DeployedOpt],
         attack_name: Annotated[str, typer.Option("--attack", "-a", help="Attack name (see `advseq list attacks`).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: results.jsonl, summary.json, manifest.json.")],
-        mode: Annotated[Mode, typer.Option(help="Threat model: white-box (gradients + scores), score or label (black-box queries), transfer (white-box on a surrogate, scored once on the deployed detector).")] = Mode.white_box,
+        mode: Annotated[Mode, typer.Option(help="Threat model: white-box (gradients + scores), score or label (black-box queries), transfer (white-box on a surrogate, scored once on the deployed detector).")] = Mode.white_box,  # type: ignore[attr-defined]
         surrogate: Annotated[Path | None, typer.Option(help="transfer: the attacker's surrogate model folder (default: train one on the training split).")] = None,
-        surrogate_detector: Annotated[str, typer.Option(help="transfer: detector type to train as surrogate when --surrogate is not given.")] = "cnn",
+        surrogate_detector: Annotated[str, typer.Option(help="transfer: detector type to train as surrogate when --surrogate is not given.")] = SURROGATE_DETECTOR,
         budget: Annotated[int | None, typer.Option(help="Query budget per user (score/label modes).")] = None,
         seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in OUT (same settings).")] = False,

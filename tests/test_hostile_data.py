@@ -472,25 +472,30 @@ def test_non_regular_file_is_refused_without_waiting(tmp_path: Path, name: str, 
 
 
 @pytest.mark.parametrize(("out_name", "where"), [
-    ("folder.jsonl", ": --out exists and is not a regular file"),
+    ("folder.jsonl", ": exists and is not a regular file"),
     ("d.jsonl/users.csv", ": cannot write ("),  # below a file
 ])
-def test_convert_refuses_an_unwritable_out(tmp_path: Path, out_name: str, where: str) -> None:
+@pytest.mark.parametrize("command", ["convert", "simulate"])
+def test_unwritable_out_is_refused(tmp_path: Path, out_name: str, where: str, command: str) -> None:
     src = tmp_path / "d.jsonl"
     src.write_text(GOOD + GOOD_B)
     (tmp_path / "folder.jsonl").mkdir()
     before = files_under(tmp_path)
     out = tmp_path / out_name
-    assert_refused(invoke("data", "convert", str(src), "-o", str(out)), out, where)
+    args = [str(src)] if command == "convert" else ["-n", "20"]
+    assert_refused(invoke("data", command, *args, "-o", str(out)), out, where)
     assert files_under(tmp_path) == before
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
-def test_info_seed_out_of_range(tmp_path: Path, seed: str) -> None:
+@pytest.mark.parametrize("command", ["info", "simulate"])
+def test_seed_out_of_range(tmp_path: Path, seed: str, command: str) -> None:
     src = tmp_path / "d.jsonl"
     src.write_text(GOOD + GOOD_B)
-    assert_refused(invoke("data", "info", str(src), "--seed", seed), "--seed",
+    args = [str(src)] if command == "info" else ["-o", str(tmp_path / "sim" / "users.jsonl")]
+    assert_refused(invoke("data", command, *args, "--seed", seed), "--seed",
                    f": must be between 0 and 4294967295, got {seed}")
+    assert not (tmp_path / "sim").exists()
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])

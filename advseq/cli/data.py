@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,8 +11,30 @@ import typer
 from rich.table import Table
 
 from advseq.cli._common import DataArg, FormatOpt, LenientOpt, console, load, print_json
+from advseq.errors import ConfigError, DataError
 
 app = typer.Typer(no_args_is_help=True)
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:  # the range NumPy and scikit-learn accept
+        raise ConfigError(f"--seed: must be between 0 and {2**32 - 1}, got {seed}")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_file():
+        raise DataError(out, "exists and is not a regular file (give a file name such as "
+                             "users.jsonl)")
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """OS errors while writing OUT (a parent is a file, no permission, disk full) as one
+    located line."""
+    try:
+        yield
+    except OSError as err:
+        raise DataError(out, f"cannot write ({err.strerror or err})") from None
 
 
 @app.command()
@@ -28,10 +52,8 @@ def info(
     The shortcut audit cross-validates detectors that read no text (number of posts,
     post length, retweet share): what a detector gets for free on this dataset."""
     from advseq.audit import describe
-    from advseq.errors import ConfigError
 
-    if not 0 <= seed < 2**32:  # the range NumPy and scikit-learn accept
-        raise ConfigError(f"--seed: must be between 0 and {2**32 - 1}, got {seed}")
+    _check_seed(seed)
     ds = load(path, lenient=lenient, fmt=fmt)
     summary = describe(ds, audit=audit, seed=seed)
     if as_json:
@@ -105,17 +127,12 @@ def convert(
     fmt: Annotated[str | None, FormatOpt] = None,
 ) -> None:
     """Convert between formats: PETGEN pickles, JSON Lines and CSV/TSV/Parquet long form; the output format follows OUT's extension."""
-    from advseq.errors import DataError
     from advseq.io import save_dataset
 
-    if out.exists() and not out.is_file():
-        raise DataError(out, "--out exists and is not a regular file (give a file name such as "
-                             "users.jsonl)")
+    _check_out(out)
     ds = load(path, lenient=lenient, fmt=fmt)
-    try:
+    with _writing(out):
         save_dataset(ds, out)
-    except OSError as err:  # e.g. a parent of OUT is a file, or no permission
-        raise DataError(out, f"cannot write ({err.strerror or err})") from None
     console.print(f"wrote {len(ds)} users, {ds.n_posts} posts to {out} "
                   f"(sha256 of content {ds.checksum()[:16]}…)", highlight=False)
 
@@ -137,11 +154,17 @@ def simulate(
     from advseq.simulate import dataset_card
     from advseq.simulate import simulate as run_simulation
 
+    _check_seed(seed)
+    _check_out(out)
+    card_path = out.parent / "README.md"
+    if card:
+        _check_out(card_path)
     ds = run_simulation(users, seed, malicious_share=malicious_share)
-    save_jsonl(ds, out)
+    with _writing(out):
+        save_jsonl(ds, out)
     msg = f"wrote {len(ds)} users, {ds.n_posts} posts to {out}"
     if card:
-        card_path = out.parent / "README.md"
-        card_path.write_text(dataset_card(ds, seed=seed, n_users=users), encoding="utf-8")
+        with _writing(card_path):
+            card_path.write_text(dataset_card(ds, seed=seed, n_users=users), encoding="utf-8")
         msg += f" and the dataset card {card_path}"
     console.print(msg, highlight=False)

@@ -15,7 +15,6 @@ and the row's index), so a row's post does not depend on how many rows share the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -361,48 +360,34 @@ class PostLM(Configurable):
     # VOCAB_FILE, FORMAT above); reference_lm's cache stores what save writes.
     def save(self, path: str | Path) -> Path:
         """Write folder ``path``: ``config.json``, ``model.safetensors``, ``vocab.json``."""
-        from safetensors.torch import save_model
-
-        from advseq.manifest import write_json
+        from advseq.storage import save_model_folder
 
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_model(self.model_, str(path / WEIGHTS_FILE))  # handles the tied input/output embedding
-        self.vocab_.save(path / VOCAB_FILE)
-        write_json(path / CONFIG_FILE, {"format": FORMAT, "params": self.get_params(),
-                                        "vocab_size": len(self.vocab_), "fit_info": self.fit_info_})
-        return path
+        # a module, so the tied input/output embedding is stored once
+        return save_model_folder(path, FORMAT, {"params": self.get_params(),
+                                                "vocab_size": len(self.vocab_),
+                                                "fit_info": self.fit_info_},
+                                 weights=self.model_, weights_file=WEIGHTS_FILE,
+                                 vocab=self.vocab_, vocab_file=VOCAB_FILE)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> PostLM:
         """A PostLM saved by :meth:`save` (``device`` overrides the saved one)."""
-        from safetensors.torch import load_model
+        from advseq.storage import construct, load_safetensors, read_model_config, require_file
 
         path = Path(path)
-        try:
-            config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a saved PostLM ({err})") from None
-        if config.get("format") != FORMAT:
-            raise ConfigError(f"{path / CONFIG_FILE}: not a PostLM config (expected format {FORMAT!r})")
-        if not (path / WEIGHTS_FILE).is_file():
-            raise ConfigError(f"{path} is missing {WEIGHTS_FILE}")
+        config = read_model_config(path, FORMAT, "PostLM", required=("params",))
+        require_file(path / WEIGHTS_FILE)
         params = dict(config["params"])
         if device is not None:
             params["device"] = device
-        try:
-            lm = cls(**params)
-        except TypeError as err:
-            raise ConfigError(f"{path / CONFIG_FILE}: parameters do not fit this PostLM: {err}") from None
-        lm.vocab_ = Vocabulary.load(path / VOCAB_FILE)
+        lm = construct(cls, params, path)
+        lm.vocab_ = Vocabulary.load(require_file(path / VOCAB_FILE))
         lm.fit_info_ = config.get("fit_info", {})
         with torch.random.fork_rng(devices=[]):
             lm.model_ = lm._build_model()
-        try:
-            load_model(lm.model_, str(path / WEIGHTS_FILE), device=str(lm.torch_device))
-        except RuntimeError as err:
-            raise ConfigError(f"{path / WEIGHTS_FILE} does not fit this PostLM: {err}") from None
+        load_safetensors(lm.model_, path / WEIGHTS_FILE, what="this PostLM",
+                         device=str(lm.torch_device))
         lm.model_.eval()
         return lm
 

@@ -248,7 +248,9 @@ PARQUET_CASES = [
         {"user_id": ["a"], "label": [0], "text": ["x"], "timestamp": [math.nan]})},
          ": row 1: field 'timestamp': must be finite, got nan"),
     Case("parquet_text_list", {"t.parquet": _parquet({**POSTS, "text": [["x"], ["y"]]})},
-         ": row 1: field 'text': must be a string, got list"),
+         ": column 'text' holds list<"),
+    Case("parquet_label_struct", {"t.parquet": _parquet({**POSTS, "label": [{"a": 0}, {"a": 1}]})},
+         ": column 'label' holds struct<a: int64> values; expected strings or numbers"),
     Case("parquet_duplicate_column", {"t.parquet": _parquet(
         {**POSTS, "text2": ["z", "w"]}, names=["user_id", "label", "position", "text", "text"])},
          ": column 'text' appears twice"),
@@ -485,6 +487,24 @@ def test_unwritable_out_is_refused(tmp_path: Path, out_name: str, where: str, co
     args = [str(src)] if command == "convert" else ["-n", "20"]
     assert_refused(invoke("data", command, *args, "-o", str(out)), out, where)
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize(("columns", "where"), [
+    ({"user_id": ["a"] * 20_000, "label": [0] * 20_000, "position": [0] * 20_000,
+      "text": ["spam " * 200] * 20_000}, "t.parquet: Parquet data expands to more than"),
+    ({"user_id": ["a"] * 200_000, "label": [0] * 200_000, "position": [0] * 200_000,
+      "text": ["x"] * 200_000}, "t.parquet: Parquet data expands to more than"),
+], ids=["repeated_text", "many_rows"])
+def test_parquet_compression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             columns: dict[str, list], where: str) -> None:
+    """A small file that would expand 100 times or more (here with the floor at 1 MB)."""
+    import advseq.io.tabular
+
+    monkeypatch.setattr(advseq.io.tabular, "PARQUET_MIN_BUDGET", 2**20)
+    path = tmp_path / "t.parquet"
+    path.write_bytes(_parquet(columns)())
+    assert path.stat().st_size < 2**20 // 100
+    assert_refused(invoke("data", "validate", str(path)), tmp_path, f"/{where}")
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])

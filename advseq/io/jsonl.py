@@ -16,7 +16,7 @@ from advseq.io.validate import NOT_FINITE, Problems, field_name, open_data, pars
 from advseq.schema import Dataset, User
 
 #: longest line read (bytes, newline included): a bigger one is refused, not held in memory
-MAX_LINE_BYTES = 64 * 2**20
+MAX_LINE_BYTES = 16 * 2**20
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:

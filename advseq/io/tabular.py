@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,11 @@ from advseq.schema import Post, User
 REQUIRED = ("user_id", "label", "text")
 KNOWN = ("user_id", "label", "text", "context", "position", "timestamp", "relevancy")
 #: longest CSV field read (characters): an unclosed quote swallowing a big file stops here
-MAX_FIELD_CHARS = 64 * 2**20
+MAX_FIELD_CHARS = 16 * 2**20
+#: a Parquet file may take this many times its size in memory (or PARQUET_MIN_BUDGET
+#: bytes): tables of posts compress a few times, a "compression bomb" thousands of times
+PARQUET_EXPANSION = 100
+PARQUET_MIN_BUDGET = 256 * 2**20
 #: positions beyond this cannot all be told apart as floats, so they are refused
 MAX_POSITION = 2**53
 
@@ -130,23 +135,62 @@ def _unclosed_quote_line(path: Path, start: int, delimiter: str) -> int:
 
 
 def _parquet_rows(path: Path, problems: Problems) -> Iterator[tuple[dict[str, int], dict[str, Any]]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with open_data(path) as fh:
         try:
-            table = pq.ParquetFile(fh).read()  # one file; keeps duplicate names to report
+            schema = pq.ParquetFile(fh).schema_arrow
+            _check_columns(schema.names, problems)
+            known = [c for c in schema.names if c in KNOWN]  # the others are ignored anyway
+            nested = next((c for c in known if pa.types.is_nested(schema.field(c).type)), None)
+            if nested is not None:
+                raise problems.error(f"column {show(nested)} holds {schema.field(nested).type} "
+                                     "values; expected strings or numbers")
+            # strings stay dictionary-encoded until their decoded size is known to be sane
+            texts = [c for c in known if pa.types.is_string(schema.field(c).type)
+                     or pa.types.is_binary(schema.field(c).type)]
+            fh.seek(0)
+            parquet = pq.ParquetFile(fh, read_dictionary=texts)
+            budget = max(PARQUET_MIN_BUDGET, PARQUET_EXPANSION * os.fstat(fh.fileno()).st_size)
+            if parquet.metadata.num_rows * 8 * max(len(known), 1) > budget:
+                raise _too_big(path, budget)
+            table = parquet.read(columns=known)
+        except DataError:
+            raise
         except Exception as err:  # pyarrow raises several unrelated types for bad files
             reason = " ".join(str(err).split())[:200]
             raise DataError(path, f"cannot read Parquet file ({reason})") from None
-    columns = list(table.column_names)
-    _check_columns(columns, problems)
+    if _decoded_bytes(table) > budget:
+        raise _too_big(path, budget)
     try:
-        data = {c: table.column(c).to_pylist() for c in columns}
+        data = {c: table.column(c).to_pylist() for c in known}
     except (ValueError, OverflowError) as err:  # e.g. a timestamp past the year 9999
         raise DataError(path, f"cannot read the column values ({' '.join(str(err).split())[:200]})"
                         ) from None
     for i in range(table.num_rows):
-        yield {"row": i + 1}, {c: data[c][i] for c in columns}
+        yield {"row": i + 1}, {c: data[c][i] for c in known}
+
+
+def _decoded_bytes(table: Any) -> int:
+    """Bytes the table's columns take once dictionary-encoded strings are expanded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                lengths = pc.binary_length(chunk.dictionary).take(chunk.indices)
+                total += (pc.sum(lengths).as_py() or 0) + 8 * len(chunk)
+            else:
+                total += chunk.nbytes
+    return total
+
+
+def _too_big(path: Path, budget: int) -> DataError:
+    return DataError(path, f"Parquet data expands to more than {budget:,} bytes in memory "
+                           f"({PARQUET_EXPANSION} times the file; a compression bomb?)")
 
 
 def load_table(path: Path, problems: Problems, kind: str) -> list[User]:

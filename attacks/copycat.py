@@ -18,40 +18,10 @@ from typing import Any
 import numpy as np
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.candidates import own_posts, pick_best, truncate_post
 from advseq.errors import ConfigError
 from advseq.schema import BENIGN, Dataset
-from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
-
-_TOK = Tokenizer(lowercase=False, replace_urls=False)
-
-
-def pick_best(tasks: Sequence[AttackTask], candidates: Sequence[Sequence[str]], threat: ThreatModel,
-              max_candidates: int) -> list[AttackOutput]:
-    """For each task, the candidate post the detector finds closest to the task's target
-    (scores if granted, else the first candidate whose label matches), within budget."""
-    outputs = []
-    use_score = threat.has("score")
-    for task, cands in zip(tasks, candidates, strict=True):
-        cands = list(dict.fromkeys(cands))[:max_candidates]
-        left = threat.remaining(task.user_id)
-        status = "ok"
-        if left is not None and left < len(cands):
-            cands, status = cands[:max(1, left)], "budget_exhausted"
-        users = [task.with_post(c) for c in cands]
-        if use_score:
-            p = threat.score(users)
-            dist = np.abs(p - task.target)
-            best = int(np.argmin(dist))
-            outputs.append(AttackOutput(cands[best], status if dist[best] >= 0.5 else "ok",
-                                        {"candidates": len(cands), "score": round(float(p[best]), 6)}))
-        else:
-            labels = threat.label(users)
-            hits = np.flatnonzero(labels == task.target)
-            best = int(hits[0]) if hits.size else 0
-            outputs.append(AttackOutput(cands[best], "ok" if hits.size else status,
-                                        {"candidates": len(cands)}))
-    return outputs
 
 
 class CopycatAttack(Attack):
@@ -72,8 +42,7 @@ class CopycatAttack(Attack):
         return frozenset({"label"}) if self.choice == "best" else frozenset()
 
     def candidates(self, task: AttackTask) -> list[str]:
-        posts = [p.text for p in task.history.posts] or [p.text for p in task.user.posts]
-        return [_TOK.truncate(t, task.max_tokens) for t in posts]
+        return own_posts(task)
 
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if self.choice == "best":
@@ -125,4 +94,4 @@ class BenignCopycatAttack(CopycatAttack):
         if not posts:
             rng = self.rng(task, "pool")
             posts = rng.sample(self._pool, min(len(self._pool), self.max_candidates))
-        return [_TOK.truncate(t, task.max_tokens) for t in posts]
+        return [truncate_post(t, task.max_tokens) for t in posts]

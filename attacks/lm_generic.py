@@ -17,7 +17,7 @@ Deviations from the paper:
 * ``candidates > 1`` is an optional black-box strengthening (not in the paper): sample
   k posts per user and keep the one the detector finds closest to the goal, using score
   queries when granted (else labels) within the query budget — the sample-and-rerank
-  search of :func:`attacks.copycat.pick_best`. The default, k = 1, is plain generation
+  search of :func:`advseq.candidates.pick_best`. The default, k = 1, is plain generation
   and queries nothing.
 """
 
@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.candidates import pick_best
 from advseq.errors import ConfigError
 from advseq.lm import PostLM, reference_lm
 from advseq.schema import Dataset
 from advseq.threat import ThreatModel
-from attacks.copycat import pick_best
 
 
 class GenericLMAttack(Attack):
@@ -42,7 +42,7 @@ class GenericLMAttack(Attack):
              "word-level GPT-2 PostLM instead of RelGAN)")
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 0.9, candidates: int = 1,
-                 lm_params: dict[str, Any] | None = None, seed: int = 0) -> None:
+                 lm: dict[str, Any] | None = None, seed: int = 0) -> None:
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
         if not 0.0 < top_p <= 1.0:
@@ -53,15 +53,15 @@ class GenericLMAttack(Attack):
         self.top_p = top_p
         self.candidates = candidates
         #: PostLM hyper-parameters; None = PostLM's defaults, i.e. the reference LM itself
-        self.lm_params = lm_params
+        self.lm = lm
         self.seed = seed
-        if lm_params is not None:
-            if "seed" in lm_params:
-                raise ConfigError("lm-generic: set the LM's seed with the attack's seed, not lm_params")
+        if lm is not None:
+            if "seed" in lm:
+                raise ConfigError("lm-generic: set the LM's seed with the attack's seed, not in lm")
             try:
-                PostLM(**{**lm_params, "seed": seed})
+                PostLM(**{**lm, "seed": seed})
             except TypeError as err:
-                raise ConfigError(f"lm-generic: bad lm_params: {err}") from None
+                raise ConfigError(f"lm-generic: bad lm settings: {err}") from None
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
@@ -72,7 +72,7 @@ class GenericLMAttack(Attack):
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
         """Train the LM on the training users' posts, or load it from the reference-LM
         cache (the same model serves as the ``perplexity_ref`` reference)."""
-        self.lm_: PostLM = reference_lm(train, seed=self.seed, **(self.lm_params or {}))
+        self.lm_: PostLM = reference_lm(train, seed=self.seed, **(self.lm or {}))
 
     def sample(self, task: AttackTask) -> list[str]:
         """``candidates`` posts for one user on the task's context. The sampling seed

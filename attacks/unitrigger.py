@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.candidates import copycat_posts
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
-from attacks.copycat import CopycatAttack
-from attacks.token_search import (
+from advseq.token_search import (
     TokenPost,
     encode_post,
     exact_scores,
@@ -60,9 +60,9 @@ class UniversalTriggerAttack(Attack):
     def _bases(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[TokenPost]:
         """The copycat posts, cut so that post + trigger fit the token limit."""
         vocab = threat.vocab
-        starts = CopycatAttack(seed=self.seed).run(tasks, threat)
-        return [encode_post(o.post, vocab, max(1, min(t.max_tokens, threat.max_post_tokens) - self.trigger_tokens))
-                for t, o in zip(tasks, starts, strict=True)]
+        starts = copycat_posts(tasks, self.rng)
+        return [encode_post(post, vocab, max(1, min(t.max_tokens, threat.max_post_tokens) - self.trigger_tokens))
+                for t, post in zip(tasks, starts, strict=True)]
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
         vocab = threat.vocab

@@ -30,7 +30,7 @@ def detector_dir(demo: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def attack(demo: Dataset, detector_dir: Path, out: Path, **kw: object) -> list[dict]:
-    params = {"lm_params": FAST_LM, **kw.pop("attack_params", {})}  # type: ignore[dict-item]
+    params = {"lm": FAST_LM, **kw.pop("attack_params", {})}  # type: ignore[dict-item]
     run_attack(demo, detector_dir, "lm-generic", out=out, attack_params=params, quality=False,
                max_users=MAX_USERS, progress=False, **kw)  # type: ignore[arg-type]
     return [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
@@ -78,4 +78,4 @@ def test_registered_and_validated() -> None:
     with pytest.raises(ConfigError):
         create_attack("lm-generic", top_p=0)
     with pytest.raises(ConfigError):
-        create_attack("lm-generic", lm_params={"wings": 2})
+        create_attack("lm-generic", lm={"wings": 2})

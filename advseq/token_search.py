@@ -1,0 +1,166 @@
+"""Gradient-guided token search, shared by the attacks that edit words with the
+detector's gradients (``hotflip``, ``unitrigger``, and PETGEN's refinement).
+
+Posts live in the detector's vocabulary as id sequences; the detector scores them as
+one-hot soft posts through :meth:`advseq.threat.ThreatModel.soft_logits` (exact for real
+tokens), and its gradient with respect to the one-hot matrix gives HotFlip's
+first-order estimate of every substitution at once (:func:`hotflip_search`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from advseq.attack import AttackOutput, AttackTask
+from advseq.schema import User
+from advseq.text import SPECIALS, Tokenizer, Vocabulary
+from advseq.threat import ThreatModel
+
+
+@dataclass
+class TokenPost:
+    """A post as detector ids plus the original-case token strings they came from."""
+
+    ids: list[int]
+    words: list[str]
+
+    def text(self, vocab: Vocabulary, changed: Sequence[int] = ()) -> str:
+        """Original words where unchanged (keeps case and out-of-vocabulary words),
+        vocabulary tokens where a position was changed."""
+        changed = set(changed)
+        words = [vocab.itos[i] if j in changed else w
+                 for j, (i, w) in enumerate(zip(self.ids, self.words, strict=True))]
+        return Tokenizer.detokenize(words)
+
+
+def encode_post(text: str, vocab: Vocabulary, max_tokens: int) -> TokenPost:
+    tok = vocab.tokenizer
+    raw = Tokenizer(lowercase=False, replace_urls=tok.replace_urls).tokenize(text)[:max_tokens]
+    ids = [vocab.token_id(t.lower() if tok.lowercase else t) for t in raw]
+    if not ids:
+        ids, raw = [vocab.unk_id], ["..."]
+    return TokenPost(ids, raw)
+
+
+def one_hot(batch: Sequence[Sequence[int]], vocab_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, length, V]`` one-hot matrix and lengths ``[N]`` (rows past a post's end are 0)."""
+    x = torch.zeros(len(batch), length, vocab_size)
+    lengths = torch.tensor([len(ids) for ids in batch], dtype=torch.long)
+    for n, ids in enumerate(batch):
+        x[n, torch.arange(len(ids)), torch.as_tensor(list(ids), dtype=torch.long)] = 1.0
+    return x, lengths
+
+
+def forbidden_mask(vocab: Vocabulary) -> torch.Tensor:
+    """Tokens an attack may not write: the special tokens (pad, unk, bos, eos, sep)."""
+    mask = torch.zeros(len(vocab), dtype=torch.bool)
+    mask[: len(SPECIALS)] = True
+    return mask
+
+
+@torch.no_grad()
+def exact_scores(threat: ThreatModel, histories: Sequence[User], batch: Sequence[Sequence[int]],
+                 chunk: int = 64) -> np.ndarray:
+    """P(malicious) for each (history, id sequence) pair; one query per pair."""
+    V = len(threat.vocab)
+    out = []
+    for s in range(0, len(batch), chunk):
+        part = batch[s:s + chunk]
+        x, lengths = one_hot(part, V, max(len(p) for p in part))
+        out.append(torch.sigmoid(threat.soft_logits(histories[s:s + chunk], x, lengths)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def losses_from_probs(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+
+
+def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], threat: ThreatModel, *,
+                   beam_width: int = 3, candidates: int = 10, max_flips: int = 5,
+                   allowed: Sequence[torch.Tensor] | None = None) -> list[AttackOutput]:
+    """Beam search over word substitutions in ``posts`` (one per task), guided by the
+    first-order estimate; ``allowed[u]`` (``[T, V]`` bools, optional) restricts which
+    tokens may be written at each position of post ``u``."""
+    vocab = threat.vocab
+    V = len(vocab)
+    forbidden = forbidden_mask(vocab)
+    targets = np.array([t.target for t in tasks], dtype=np.float64)
+    # Each beam: (ids tuple, changed positions tuple, loss, prob)
+    p0 = exact_scores(threat, [t.history for t in tasks], [p.ids for p in posts])
+    beams = [[(tuple(p.ids), (), float(losses_from_probs(p0[u:u + 1], targets[u:u + 1])[0]), float(p0[u]))]
+             for u, p in enumerate(posts)]
+    done = [_reached(p0[u], targets[u]) for u in range(len(tasks))]
+    status = ["ok"] * len(tasks)
+    for _ in range(max_flips):
+        active = [u for u in range(len(tasks)) if not done[u]]
+        active = [u for u in active if _afford(threat, tasks[u], len(beams[u]) * (1 + candidates), status, u)]
+        if not active:
+            break
+        flat = [(u, b) for u in active for b in beams[u]]
+        hist = [tasks[u].history for u, _ in flat]
+        x, lengths = one_hot([b[0] for _, b in flat], V, max(len(b[0]) for _, b in flat))
+        _, grad = threat.gradient(hist, x, lengths, [tasks[u].target for u, _ in flat])
+        cur = (grad * x).sum(-1, keepdim=True)                  # g[i, a] at each position
+        delta = grad - cur                                      # first-order change per flip
+        delta[:, :, forbidden] = float("inf")
+        delta[x.bool()] = float("inf")                          # no-op flips
+        for n, (u, b) in enumerate(flat):
+            delta[n, len(b[0]):] = float("inf")
+            if allowed is not None:
+                block = delta[n, : len(b[0])]
+                block[~allowed[u][: len(b[0])].to(block.device)] = float("inf")
+            if b[1]:
+                delta[n, list(b[1])] = float("inf")              # each position once
+        k = min(candidates, delta[0].numel())
+        top = torch.topk(-delta.reshape(len(flat), -1), k, dim=1).indices
+        cand_users, cand_hist, cand_ids, cand_changed = [], [], [], []
+        for n, (u, b) in enumerate(flat):
+            for flat_idx in top[n].tolist():
+                pos, tok = divmod(flat_idx, V)
+                if not torch.isfinite(delta[n, pos, tok]):
+                    continue
+                ids = list(b[0])
+                ids[pos] = tok
+                cand_users.append(u)
+                cand_hist.append(tasks[u].history)
+                cand_ids.append(tuple(ids))
+                cand_changed.append(tuple(sorted((*b[1], pos))))
+        if not cand_ids:
+            break
+        probs = exact_scores(threat, cand_hist, cand_ids)
+        losses = losses_from_probs(probs, targets[cand_users])
+        pools: dict[int, list] = {u: list(beams[u]) for u in active}
+        for u, ids, ch, loss, p in zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True):
+            pools[u].append((ids, ch, float(loss), float(p)))
+        for u in active:
+            seen, ranked = set(), []
+            for beam in sorted(pools[u], key=lambda b: b[2]):
+                if beam[0] not in seen:
+                    seen.add(beam[0])
+                    ranked.append(beam)
+            beams[u] = ranked[: beam_width]
+            done[u] = _reached(beams[u][0][3], targets[u])
+    outputs = []
+    for u, post in enumerate(posts):
+        ids, changed, _, prob = beams[u][0]
+        flipped = TokenPost(list(ids), post.words)
+        outputs.append(AttackOutput(flipped.text(threat.vocab, changed), status[u],
+                                    {"flips": len(changed), "surrogate_prob": round(prob, 6)}))
+    return outputs
+
+
+def _reached(prob: float, target: float) -> bool:
+    return (prob >= 0.5) == bool(target)
+
+
+def _afford(threat: ThreatModel, task: AttackTask, n: int, status: list[str], u: int) -> bool:
+    left = threat.remaining(task.user_id)
+    if left is not None and left < n:
+        status[u] = "budget_exhausted"
+        return False
+    return True

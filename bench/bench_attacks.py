@@ -99,7 +99,7 @@ def generation_speed(dataset: str, home: Path, n_users: int = 64, k: int = 32) -
     from advseq.attack import AttackSpec
     from advseq.io import load_dataset
     from advseq.paths import shared_dataset
-    from advseq.petgen.model import PETGEN
+    from attacks.petgen.model import PETGEN
 
     gens = sorted((home / "cache" / "petgen").glob("*/config.json"))
     if not gens:

@@ -30,11 +30,11 @@ from advseq.judge import PerplexityJudge
 from advseq.lm import reference_lm
 from advseq.manifest import cpu_model
 from advseq.paths import shared_dataset
-from advseq.petgen.model import Naturalness, _ranks
 from advseq.quality import bleu_scores, bleu_tokens, self_bleu, style_similarities, topic_models
 from advseq.schema import has_context
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split
+from attacks.petgen.naturalness import Naturalness, _ranks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -131,8 +131,7 @@ def main() -> None:
 
 
 def _generator_loglik(m, task, posts) -> np.ndarray:
-    from advseq.petgen.generator import CondExample
-    from advseq.petgen.model import task_example
+    from attacks.petgen.generator import CondExample, task_example
 
     e = task_example(task)
     b = m._encoder()([CondExample(e.history, e.context, p, e.label, e.relevancy) for p in posts])

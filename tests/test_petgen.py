@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,12 @@ from advseq.detector import load_detector
 from advseq.errors import CapabilityError, ConfigError
 from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_attack
 from advseq.paths import demo_data
-from advseq.petgen.generator import mean_embedding
-from advseq.petgen.model import PETGEN, task_example
 from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
 from advseq.threat import ThreatModel
 from advseq.training import recorded_split, train_detector
+from attacks.petgen.generator import mean_embedding, task_example
+from attacks.petgen.model import PETGEN
 from tests.conftest import same_bits_every_call
 
 runner = CliRunner()
@@ -146,25 +148,71 @@ def test_relevancy_flags_need_a_context() -> None:
 
 
 def test_malcom_is_petgen_without_recency() -> None:
-    assert create_attack("malcom").recency is False
-    assert create_attack("petgen").recency is True
+    assert create_attack("malcom").settings.recency is False
+    assert create_attack("petgen").settings.recency is True
+    assert create_attack("malcom", recency=True).settings.recency is True
+
+
+def test_every_petgen_setting_is_an_attack_parameter() -> None:
+    from attacks.petgen.settings import DEFAULTS
+
+    default = create_attack("petgen")
+    assert default.settings.get_params() == DEFAULTS          # PETGEN's own defaults
+    # The cache key of the default settings is the one generators were cached under
+    # before every setting became a parameter (a changed key retrains them).
+    assert default._cache_params() == {
+        "candidates": 32, "temperature": 0.8, "top_p": 0.9, "max_repeats": 4, "adv_steps": 60,
+        "mle_epochs": 3, "gan": True, "attack": True, "recency": True, "relevancy": True,
+        "select": True, "rounds": 3, "select_temperature": None, "select_margin": None,
+        "w_attack": 1.0, "w_gan": 0.5, "w_mle": 0.3, "lm": None, "seed": 0, "device": "cpu"}
+    attack = create_attack("petgen", w_recency=0.5, select_k=5, seed=3, refine_flips=0)
+    assert (attack.settings.w_recency, attack.settings.select_k, attack.settings.seed) == (0.5, 5, 3)
+    assert attack._cache_params()["w_recency"] == 0.5        # a trained setting names its generator
+    assert "w_relevancy" not in attack._cache_params()
+    assert create_attack("petgen", **attack.get_params()).get_params() == attack.get_params()
+    with pytest.raises(ConfigError, match="'w_recncy'"):
+        create_attack("petgen", w_recncy=0.5)
+    with pytest.raises(ConfigError, match="select_margin"):
+        create_attack("petgen", select_margin=0.7)
+
+
+def test_attack_cli_setting_reaches_the_model(cnn_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``advseq attack ... -a petgen -p w_recency=0.5`` trains with w_recency 0.5."""
+    from attacks.petgen import trainer
+
+    class Trained(Exception):
+        pass
+
+    seen: dict = {}
+
+    def fit(model: PETGEN, *args, **kwargs) -> PETGEN:
+        seen.update(model.get_params())
+        raise Trained
+
+    monkeypatch.setattr(trainer, "fit", fit)
+    res = runner.invoke(app, ["attack", str(demo_data()), "-d", str(cnn_dir), "-a", "petgen",
+                              "-o", str(tmp_path / "a"), "--max-users", "4", "--no-quality",
+                              "--no-progress", "-p", "w_recency=0.5", "-p", "select_k=5"])
+    assert isinstance(res.exception, Trained), res.output
+    assert (seen["w_recency"], seen["select_k"], seen["w_relevancy"]) == (0.5, 5, 0.2)
 
 
 def test_no_repeat_ngram_option() -> None:
-    from attacks.petgen import _repeats_ngram
+    from attacks.petgen.attack import _repeats_ngram
 
     assert _repeats_ngram([5, 6, 7, 5, 6, 7], 3) and not _repeats_ngram([5, 6, 7, 5, 6, 8], 3)
     assert _repeats_ngram([5, 6, 5, 6], 2) and not _repeats_ngram([5, 6], 3)
     with pytest.raises(ConfigError, match="no_repeat_ngram"):
         PETGEN(no_repeat_ngram=1)
     # Off by default, and then not part of the generator cache key (old caches stay valid).
-    assert "no_repeat_ngram" not in create_attack("petgen")._model_params()
-    assert create_attack("petgen", no_repeat_ngram=3)._model_params()["no_repeat_ngram"] == 3
+    assert "no_repeat_ngram" not in create_attack("petgen")._cache_params()
+    assert create_attack("petgen", no_repeat_ngram=3)._cache_params()["no_repeat_ngram"] == 3
 
 
 def test_context_boost_writes_on_the_target_context(trained: PETGEN, split) -> None:
-    from advseq.petgen.model import COMMON_WORDS
     from advseq.text import SPECIALS
+    from attacks.petgen.model import COMMON_WORDS
 
     spec = AttackSpec()
     tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:12]
@@ -190,13 +238,13 @@ def test_context_boost_writes_on_the_target_context(trained: PETGEN, split) -> N
     with pytest.raises(ConfigError, match="context_boost"):
         PETGEN(context_boost=-1.0)
     # Off by default, and then not part of the generator cache key.
-    assert "context_boost" not in create_attack("petgen")._model_params()
-    assert create_attack("petgen", context_boost=2.0)._model_params()["context_boost"] == 2.0
+    assert "context_boost" not in create_attack("petgen")._cache_params()
+    assert create_attack("petgen", context_boost=2.0)._cache_params()["context_boost"] == 2.0
 
 
 def test_naturalness_context_rank(trained: PETGEN, split) -> None:
     from advseq.lm import reference_lm
-    from advseq.petgen.model import Naturalness, _ranks
+    from attacks.petgen.naturalness import Naturalness, _ranks
 
     lm = reference_lm(Dataset(split.train.users[:120]), seed=0, progress=False, **TINY_LM)
     plain, ctx = Naturalness(lm), Naturalness(lm, context=True)
@@ -291,7 +339,7 @@ def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> Non
     ``select_margin`` (default 0.25), which transfer better."""
     import copy
 
-    from advseq.petgen.model import _AdversarialState
+    from attacks.petgen.trainer import _AdversarialState
 
     class Recorder:                                    # stands in for Naturalness
         def best(self, tasks, options):
@@ -333,7 +381,7 @@ def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> Non
 def test_naturalness_prefers_the_users_own_kind_of_post(trained: PETGEN, split) -> None:
     from advseq.errors import ConfigError
     from advseq.lm import reference_lm
-    from advseq.petgen.model import Naturalness
+    from attacks.petgen.naturalness import Naturalness
 
     natural = Naturalness(reference_lm(Dataset(split.train.users[:120]), seed=0, progress=False, **TINY_LM))
     spec = AttackSpec()
@@ -349,13 +397,15 @@ def test_naturalness_prefers_the_users_own_kind_of_post(trained: PETGEN, split) 
 def test_petgen_train_cli(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "gen"
     args = ["petgen", "train", str(demo_data()), "-d", str(cnn_dir), "-o", str(out), "--no-progress",
-            "--no-gan", "--no-select", "-p", "adv_steps=2", "-p", "mle_epochs=1", "-p", "candidates=2",
+            "-p", "gan=false", "--no-select", "-p", "adv_steps=2", "-p", "mle_epochs=1", "-p", "candidates=2",
             "-p", 'lm={"n_layer": 1, "n_embd": 32, "n_head": 2, "epochs": 1}']
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["params"]["gan"] is False
-    assert manifest["config"]["params"]["recency"] is True
+    params = manifest["config"]["params"]
+    # -p gan=false holds (no flag overrides it), --no-select turns selection off
+    assert params["gan"] is False and params["select"] is False
+    assert params["recency"] is True
     loaded = PETGEN.load(out)
     assert loaded.gan is False
     # The saved generator is used by the attack plugin.
@@ -370,3 +420,37 @@ def test_unknown_mode_is_a_clean_error(demo: Dataset, cnn_dir: Path, tmp_path: P
     assert res.exit_code != 0
     assert "white-box or transfer" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("param", "message"), [("w_recncy=1", "'w_recncy'"), ("seed=3", "--seed")])
+def test_petgen_train_cli_refuses_bad_settings(tmp_path: Path, param: str, message: str) -> None:
+    res = runner.invoke(app, ["petgen", "train", str(demo_data()), "-d", str(tmp_path), "-o",
+                              str(tmp_path / "g"), "-p", param])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_broken_cli_plugin_costs_one_warning(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import EntryPoint
+
+    import typer
+
+    from advseq.cli import plugins
+
+    eps = [EntryPoint("broken", "no_such_module.cli:app", plugins.GROUP),
+           EntryPoint("petgen", "attacks.petgen.cli:app", plugins.GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [e for e in eps if e.group == group])
+    host = typer.Typer()
+    plugins.add_plugin_commands(host)
+    assert [g.name for g in host.registered_groups] == ["petgen"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'broken'" in err and "no_such_module" in err, err
+
+
+def test_cli_plugins_load_without_torch() -> None:
+    code = ("import sys; from advseq.cli import app; "
+            "assert any(g.name == 'petgen' for g in app.registered_groups), 'petgen train missing'; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

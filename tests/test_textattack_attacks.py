@@ -62,7 +62,7 @@ def textbugger_run(demo, cnn_dir, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_importing_the_plugins_does_not_import_textattack() -> None:
-    code = ("import sys, attacks.textbugger, attacks.textattack_recipe; "
+    code = ("import sys, attacks.textattack.textbugger, attacks.textattack.recipe; "
             "from advseq import registry; registry.attacks.describe('textbugger'); "
             "assert 'textattack' not in sys.modules, 'textattack imported'; "
             "assert 'sentence_transformers' not in sys.modules, 'sentence_transformers imported'")
@@ -174,7 +174,7 @@ def test_textattack_pwws_runs_or_is_refused(demo, cnn_dir, tmp_path) -> None:
 
 def test_wrapper_scores_the_whole_user_and_agrees_with_the_threshold(demo) -> None:
     from advseq.detector import CallableDetector
-    from attacks.textattack_recipe import UserSequenceWrapper
+    from attacks.textattack.recipe import UserSequenceWrapper
 
     table = {"low": 0.2, "tie": 0.6, "high": 0.7, "mid": 0.55}
     seen: list[int] = []

@@ -1,8 +1,9 @@
 """The ``advseq`` command line.
 
-One module per command group, joined here with ``add_typer``. Heavy libraries (torch,
-transformers, textattack) are imported inside commands only, so ``advseq --help`` is fast
-and loads no model.
+One module per command group, joined here with ``add_typer``; command groups of plugins
+come from the ``advseq.cli`` entry-point group (:mod:`advseq.cli.plugins`). Heavy
+libraries (torch, transformers, textattack) are imported inside commands only, so
+``advseq --help`` is fast and loads no model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from advseq.cli import misc as misc_cmds
 from advseq.cli import report as report_cmds
 from advseq.cli import run as run_cmds
 from advseq.cli._common import err_console
+from advseq.cli.plugins import add_plugin_commands
 from advseq.errors import AdvseqError
 
 
@@ -91,6 +93,7 @@ attack_cmds.register(app)
 run_cmds.register(app)
 report_cmds.register(app)
 misc_cmds.register(app)
+add_plugin_commands(app)
 
 
 def main() -> None:

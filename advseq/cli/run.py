@@ -1,4 +1,4 @@
-"""``advseq run``, ``advseq retrain`` and ``advseq petgen train``."""
+"""``advseq run`` and ``advseq retrain``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from rich.table import Table
 from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load
 from advseq.cli.attack import Goal, GoalOpt, Mode, Placement, PlacementOpt
 from advseq.cli.detect import parse_params
-
-petgen_app = typer.Typer(no_args_is_help=True, help="Train PETGEN generators outside an attack run.")
 
 
 def register(app: typer.Typer) -> None:
@@ -75,63 +73,6 @@ def register(app: typer.Typer) -> None:
                           f"{r['f1_after_attack']:.3f}")
         console.print(table)
         console.print(f"results in {out}/rounds.json", highlight=False)
-
-    @petgen_app.command("train")
-    def petgen_train(
-        data: Annotated[Path, DataArg],
-        detector: Annotated[Path, typer.Option("--detector", "-d", help="Deployed detector folder (its recorded split is used).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Generator folder to write.")],
-        mode: Annotated[str, typer.Option(help="white-box (train on the deployed detector) or transfer (on a surrogate).")] = "white-box",
-        surrogate: Annotated[Path | None, typer.Option(help="transfer: surrogate model folder (default: train a cnn on the training split).")] = None,
-        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-        no_gan: Annotated[bool, typer.Option("--no-gan", help="Ablation: drop the realism/style GAN term.")] = False,
-        no_attack: Annotated[bool, typer.Option("--no-attack", help="Ablation: drop the detector attack term.")] = False,
-        no_recency: Annotated[bool, typer.Option("--no-recency", help="Ablation: drop the recency MMD term (= MALCOM).")] = False,
-        no_relevancy: Annotated[bool, typer.Option("--no-relevancy", help="Ablation: drop the relevancy MMD term.")] = False,
-        no_select: Annotated[bool, typer.Option("--no-select", help="Ablation: drop best-of-k selection fine-tuning.")] = False,
-        param: Annotated[list[str] | None, typer.Option("--param", "-p", help="PETGEN hyper-parameter key=value (see advseq.petgen.model.PETGEN).")] = None,
-        goal: Annotated[Goal, GoalOpt] = Goal.evasion,
-        placement: Annotated[Placement, PlacementOpt] = Placement.append,
-        progress: Annotated[bool | None, ProgressOpt] = None,
-        lenient: Annotated[bool, LenientOpt] = False,
-    ) -> None:
-        """Train a PETGEN generator (MLE pre-training, then adversarial fine-tuning) and save it.
-
-        Use it in attacks with `advseq attack ... -a petgen -p generator=OUT`."""
-        from advseq.attack import AttackSpec
-        from advseq.detector import load_detector
-        from advseq.errors import ConfigError
-        from advseq.evaluation import prepare_surrogate
-        from advseq.manifest import build_manifest, write_json
-        from advseq.petgen.model import PETGEN
-        from advseq.threat import ThreatModel
-        from advseq.training import data_record, recorded_split
-
-        ds = load(data, lenient=lenient)
-        split = recorded_split(detector, ds)
-        if split is None:
-            raise ConfigError(f"{data} is not the dataset {detector} was trained on")
-        if mode == "white-box":
-            threat = ThreatModel(load_detector(detector), "white-box")
-        elif mode == "transfer":
-            sur, _ = prepare_surrogate(split.train, surrogate=surrogate, detector="cnn", seed=seed,
-                                       out=out, progress=progress)
-            threat = ThreatModel(sur, sur.capabilities, surrogate=True)
-        else:
-            raise ConfigError("--mode must be white-box or transfer")
-        params = parse_params(param)
-        params.update(gan=not no_gan, attack=not no_attack, recency=not no_recency,
-                      relevancy=not no_relevancy, select=not no_select, seed=seed)
-        spec = AttackSpec(goal=goal.value, placement=placement.value)
-        model = PETGEN(**params).fit(split.train, threat, spec, progress=progress)
-        model.save(out)
-        write_json(out / "manifest.json", build_manifest(
-            {"mode": mode, "params": model.get_params(), "spec": spec.to_dict(),
-             "detector": str(detector), "surrogate": str(surrogate) if surrogate else None},
-            seed=seed, data=data_record(ds), fit_info=model.fit_info_))
-        console.print(f"trained in {model.fit_info_.get('train_seconds')}s; generator in {out}", highlight=False)
-
-    app.add_typer(petgen_app, name="petgen")
 
 
 def _print_index(index: dict) -> None:

@@ -17,7 +17,7 @@ generator emits straight-through Gumbel-softmax token distributions, which flow 
 discriminator, the MMD terms, and — mapped onto the detector's vocabulary — the detector.
 
 Deviation from the paper: a GPT-2 decoder instead of RelGAN's relational memory, chosen
-because it trains on CPU in minutes with the same conditioning (see bench/).
+because it trains on CPU in minutes with the same conditioning.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from advseq.schema import Post
+from advseq.schema import Post, User
 from advseq.text import SPECIALS, Vocabulary
+
+if TYPE_CHECKING:
+    from advseq.attack import AttackTask
 
 _BARRED = (Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.bos_id, Vocabulary.sep_id)
 
@@ -80,6 +84,46 @@ class CondExample:
     label: float
     #: relevancy of each history post to ``context`` (None: derive from contexts)
     relevancy: Sequence[float] | None = None
+
+
+def _flags(history: Sequence[Any], context: str | None, final_context: str | None) -> list[float]:
+    """Relevancy of each history post to ``context``: the dataset's 0/1 flag when the
+    target is the user's final context, else (and when missing) equal contexts."""
+    out = []
+    for p in history:
+        if context is not None and context == final_context and p.relevancy is not None:
+            out.append(float(p.relevancy >= 0.5))
+        else:
+            out.append(float(context is not None and p.context == context))
+    return out
+
+
+def task_example(task: AttackTask) -> CondExample:
+    """What the generator conditions on for an attack task (the real last post is the
+    realism reference)."""
+    user = task.user
+    flags = _flags(task.history.posts, task.context, user.posts[-1].context)
+    if (len(task.history.posts) == len(user.posts) and task.context is not None
+            and task.context == user.posts[-1].context):
+        flags[-1] = 1.0  # append: the real last post is on the target context
+    # Without contexts (tweets) nothing is relevant: the relevancy term and relevancy
+    # attention stay off, as in pre-training, instead of treating "no context" as one context.
+    return CondExample(task.history.posts, task.context, user.posts[-1].text, float(task.target), flags)
+
+
+def mle_examples(users: Sequence[User], positions: int) -> list[CondExample]:
+    """Each user's last ``positions`` posts as targets, given the posts before them."""
+    out = []
+    for u in users:
+        final_ctx = u.posts[-1].context
+        for j in range(max(1, len(u.posts) - positions), len(u.posts)):
+            target = u.posts[j]
+            ctx = target.context
+            history = u.posts[:j]
+            flags = _flags(history, ctx, final_ctx) if j == len(u.posts) - 1 else \
+                [float(ctx is not None and p.context == ctx) for p in history]
+            out.append(CondExample(history, ctx, target.text, float(u.label), flags))
+    return out
 
 
 class Encoder:

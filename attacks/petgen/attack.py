@@ -4,11 +4,16 @@
 Sequence Embedding-based Classification Models". KDD 2021. A conditional generator
 writes the user's next post in their style, on the target context, aware of their
 earlier posts on it and their recent interests, trained against the detector
-(:mod:`advseq.petgen.model` has the model, the losses and the deviations).
+(:mod:`attacks.petgen.model`, :mod:`attacks.petgen.trainer`).
 
 ``malcom`` — Le, Wang, Lee. "MALCOM: Generating Malicious Comments to Attack Neural Fake
 News Detection Models". ICDM 2020, as the PETGEN authors re-ran it: the same generator
 trained without the recency term.
+
+Parameters: every PETGEN setting (:class:`~attacks.petgen.settings.PETGENSettings`) is a
+parameter of the attack (``-a petgen -p w_recency=0.5``); the attack adds its own —
+``generator`` (a saved generator folder, used instead of training one), ``refine_*``,
+``choose``, ``natural_context`` and ``surrogate_detector``.
 
 Threat models: white-box trains against the deployed detector's gradients and keeps the
 best of ``candidates`` posts by its score; transfer does both on the attacker's
@@ -20,54 +25,39 @@ Deviation (an addition to the paper): when the attacker has gradients (white-box
 surrogate in transfer mode), the chosen post is refined by up to ``refine_flips`` HotFlip
 substitutions, each restricted to the ``refine_top_k`` words the generator itself ranks
 most likely at that position for this user. The ``refine_starts`` candidates the detector
-scores closest to the goal are refined side by side and the best result is kept (on wiki's
-hlstm, 8 starts, top 100 words and 10 flips moved PETGEN from 20 to 23 of 49 evaded users
-with the generator they were tuned on, one more than HotFlip; 1 start, top 20 words and 5
-flips reach 20. With training deterministic the bench's generator reaches 22, the same 22
-users as HotFlip, 17 of them without refinement). ``refine_flips=0`` gives the paper's attack.
+scores closest to the goal are refined side by side and the best result is kept.
+``refine_flips=0`` gives the paper's attack.
 
 Deviation (attack time): where the detector's own scores are known (white-box and score
 modes), ``choose="natural"`` (what ``"auto"`` picks there) keeps, among the candidates
 and refined posts that already reach the goal, the most natural one for the user — the
 most fluent and closest in words to their own posts under the attacker's language model
-(:class:`advseq.petgen.model.Naturalness`) — not the one deepest past the threshold:
-success is the same, the text reads more like the user's; a refined post is kept only
-where it reaches the goal, and for a user whom no post makes evade the most natural
-candidate is posted rather than the closest. On wiki's hlstm, with sampling at
-temperature 0.8, the same 23 of 49 users evade with BLEU-2 0.502 instead of 0.411 and
-judge perplexity 236 instead of 437 (bench/results/petgen-refine-wiki.md); with another
-generator of the same settings, the natural post for the users it fails moves BLEU-2
-0.528 -> 0.561 and judge perplexity 267 -> 221. In transfer mode ``"auto"`` keeps the
-candidate closest to the goal on the surrogate, since a post barely past the surrogate's
-threshold transfers worse (wiki: 0.163 against 0.143 choosing naturally);
-``choose="goal"`` keeps the closest everywhere. Training's best-of-k rounds
-(:meth:`advseq.petgen.model._AdversarialState.select_round`) choose naturally in both
-modes, on a surrogate only among posts past its threshold by ``select_margin`` (0.25):
-distilling the deepest posts collapsed the pan19-bots-en transfer generator onto 31
-templates (evasion 0.065; 0.293 with the margin, 0.359 re-trained deterministically).
+(:class:`~attacks.petgen.naturalness.Naturalness`) — not the one deepest past the
+threshold: success is the same, the text reads more like the user's. A refined post is
+kept only where it reaches the goal, and for a user whom no post makes evade the most
+natural candidate is posted rather than the closest. In transfer mode ``"auto"`` keeps
+the candidate closest to the goal on the surrogate, since a post barely past the
+surrogate's threshold transfers worse; ``choose="goal"`` keeps the closest everywhere.
+Training's best-of-k rounds (:meth:`attacks.petgen.trainer._AdversarialState.select_round`)
+choose naturally in both modes, on a surrogate only among posts past its threshold by
+``select_margin``.
 
 ``no_repeat_ngram=N`` (off by default) bars a sampled post from repeating any run of N
-tokens, and refinement from flipping one in; ``max_repeats`` caps single words. On
-pan19-bots-en, N=3 at attack time took white-box PETGEN from 25 to 64 distinct posts for
-92 bots (evasion 0.967 -> 0.989), at a worse judge perplexity (201 -> 768); a generator
-also trained with it evaded for all 92 with worse templates (perplexity 3265); on wiki it
-changed no user.
+tokens, and refinement from flipping one in; ``max_repeats`` caps single words.
 
-Two opt-in levers for writing on the target context (both off by default, so the
-published tables stand): ``context_boost=B`` adds ``B`` to the sampling logits of the
-context's topic words (its words outside the platform's 100 most frequent), and
-``natural_context=True`` adds a third rank to the natural choice — closeness of the post's
-mean word embedding to the context's (for users with a context). On wiki's hlstm, on the
-candidate pools of bench/results/petgen-choice-wiki*.md (44 users with an evading
-candidate), the LDA topic similarity of the chosen posts to their context goes 0.297 ->
-0.333 with B=2 (judge perplexity 200 -> 202), 0.326 with the third rank (perplexity 190),
-0.349 with both (217); real posts read 0.467. Through the whole attack, both together:
-0.308 -> 0.328, the same users evading, perplexity 214 -> 203 (README).
+Two opt-in levers for writing on the target context, both off by default:
+``context_boost=B`` adds ``B`` to the sampling logits of the context's topic words (its
+words outside the platform's most frequent ones), and ``natural_context=True`` adds a
+third rank to the natural choice — closeness of the post's mean word embedding to the
+context's (for users with a context).
+
+What each of these measured on the benchmark data: docs/petgen.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -78,10 +68,20 @@ from typing import TYPE_CHECKING, Any
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
-from advseq.threat import ThreatModel
+from advseq.threat import SURROGATE_DETECTOR, ThreatModel, surrogate_seed
+from attacks.petgen.settings import DEFAULTS, PETGENSettings, check_names
 
 if TYPE_CHECKING:
-    from advseq.petgen.model import Naturalness
+    from attacks.petgen.naturalness import Naturalness
+
+#: The settings a saved generator is used with (given ``generator``, the attack's win).
+SAMPLING = ("candidates", "temperature", "top_p", "max_repeats", "no_repeat_ngram", "context_boost")
+#: The settings always in the trained-generator cache key; every other one joins it only
+#: where it differs from its default, so generators cached with default settings (and by
+#: code that had fewer settings) stay valid.
+KEYED = ("candidates", "temperature", "top_p", "max_repeats", "adv_steps", "mle_epochs", "gan",
+         "attack", "recency", "relevancy", "select", "rounds", "select_temperature",
+         "select_margin", "w_attack", "w_gan", "w_mle", "lm", "seed", "device")
 
 
 class PETGENAttack(Attack):
@@ -93,34 +93,13 @@ class PETGENAttack(Attack):
     requires = frozenset()   # adapts: gradient -> trains on it; otherwise trains a surrogate
     default_recency = True
 
-    def __init__(self, *, generator: str | None = None, candidates: int = 32,
-                 temperature: float = 0.8, top_p: float = 0.9, max_repeats: int | None = 4,
-                 no_repeat_ngram: int | None = None, context_boost: float = 0.0, adv_steps: int = 60,
-                 mle_epochs: int = 3, gan: bool = True, attack: bool = True,
-                 recency: bool | None = None, relevancy: bool = True, select: bool = True,
-                 rounds: int = 3, select_temperature: float | None = None, select_margin: float | None = None,
-                 refine_flips: int = 10, refine_top_k: int = 100, refine_starts: int = 8,
-                 choose: str = "auto", natural_context: bool = False,
-                 w_attack: float = 1.0,
-                 w_gan: float = 0.5, w_mle: float = 0.3, surrogate_detector: str = "cnn",
-                 lm: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
+    def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
+                 refine_top_k: int = 100, refine_starts: int = 8, choose: str = "auto",
+                 natural_context: bool = False, surrogate_detector: str = SURROGATE_DETECTOR,
+                 seed: int = 0, **settings: Any) -> None:
+        own = [n for n in inspect.signature(PETGENAttack.__init__).parameters if n not in ("self", "settings")]
+        check_names(settings, self.name, extra=tuple(own))
         self.generator = generator
-        self.candidates = candidates
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_repeats = max_repeats
-        self.no_repeat_ngram = no_repeat_ngram
-        self.context_boost = context_boost
-        self.adv_steps = adv_steps
-        self.mle_epochs = mle_epochs
-        self.gan = gan
-        self.attack = attack
-        self.recency = self.default_recency if recency is None else recency
-        self.relevancy = relevancy
-        self.select = select
-        self.rounds = rounds
-        self.select_temperature = select_temperature
-        self.select_margin = select_margin
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
@@ -128,48 +107,43 @@ class PETGENAttack(Attack):
             raise ConfigError(f"{self.name}: choose must be auto, natural or goal, got {choose!r}")
         self.choose = choose
         self.natural_context = natural_context
+        self.surrogate_detector = surrogate_detector
+        self.seed = seed
+        if settings.get("recency") is None:
+            settings["recency"] = self.default_recency
+        #: the generator's settings (all of PETGEN's; the seed is the attack's)
+        self.settings = PETGENSettings(**{**settings, "seed": seed})
         self._train: Dataset | None = None          # set by prepare(): the reference LM's data
         self._natural: Naturalness | None = None
-        self.w_attack = w_attack
-        self.w_gan = w_gan
-        self.w_mle = w_mle
-        self.surrogate_detector = surrogate_detector
-        self.lm = lm
-        self.device = device
-        self.seed = seed
 
-    def _model_params(self) -> dict[str, Any]:
-        return {"candidates": self.candidates, "temperature": self.temperature, "top_p": self.top_p,
-                "max_repeats": self.max_repeats,
-                # only when set, so generators cached before the option existed stay valid
-                **({"no_repeat_ngram": self.no_repeat_ngram} if self.no_repeat_ngram else {}),
-                **({"context_boost": self.context_boost} if self.context_boost else {}),
-                "adv_steps": self.adv_steps, "mle_epochs": self.mle_epochs, "gan": self.gan,
-                "attack": self.attack, "recency": self.recency, "relevancy": self.relevancy,
-                "select": self.select, "rounds": self.rounds, "select_temperature": self.select_temperature,
-                "select_margin": self.select_margin,
-                "w_attack": self.w_attack, "w_gan": self.w_gan, "w_mle": self.w_mle,
-                "lm": self.lm, "seed": self.seed, "device": self.device}
+    def get_params(self) -> dict[str, Any]:
+        """The attack's own parameters and every PETGEN setting."""
+        return {**super().get_params(), **self.settings.get_params()}
+
+    def _cache_params(self) -> dict[str, Any]:
+        """The settings that name a trained generator in the cache."""
+        params = self.settings.get_params()
+        return {**{k: params[k] for k in KEYED},
+                **{k: v for k, v in params.items() if k not in KEYED and v != DEFAULTS[k]}}
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
-        from advseq.petgen.model import PETGEN, TRAINING_VERSION
+        from attacks.petgen.model import PETGEN
+        from attacks.petgen.trainer import TRAINING_VERSION
 
+        s = self.settings
         self._ranker: ThreatModel | None = None
         self._train, self._natural = train, None
         trainer_threat = threat
-        if not threat.has("gradient") and (self.attack or self.select):
+        if not threat.has("gradient") and (s.attack or s.select):
             trainer_threat = self._ranker = self._surrogate(train)
         if self.generator is not None:
-            self.model_ = PETGEN.load(self.generator, candidates=self.candidates,
-                                      temperature=self.temperature, top_p=self.top_p,
-                                      max_repeats=self.max_repeats, no_repeat_ngram=self.no_repeat_ngram,
-                                      context_boost=self.context_boost)
+            self.model_ = PETGEN.load(self.generator, **{k: getattr(s, k) for k in SAMPLING})
             return
         # Generators are cached by everything they depend on, so a resumed run, another
         # deployed detector attacked through the same surrogate, or a later run reuse them.
         from advseq.runtime import advseq_home
 
-        key = {"params": self._model_params(), "spec": spec.to_dict(), "train": train.checksum(),
+        key = {"params": self._cache_params(), "spec": spec.to_dict(), "train": train.checksum(),
                "training_version": TRAINING_VERSION,
                "threat": trainer_threat.fingerprint}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -177,7 +151,7 @@ class PETGENAttack(Attack):
         if (state / "config.json").exists():
             self.model_ = PETGEN.load(state)
             return
-        self.model_ = PETGEN(**self._model_params()).fit(train, trainer_threat, spec)
+        self.model_ = PETGEN(**s.get_params()).fit(train, trainer_threat, spec)
         tmp = state.with_name(f".{state.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.model_.save(tmp)
@@ -190,12 +164,13 @@ class PETGENAttack(Attack):
         from advseq.detector import create_detector, load_detector
         from advseq.runtime import advseq_home
 
+        seed = surrogate_seed(self.seed)
         path = advseq_home() / "cache" / "surrogates" / \
-            f"{train.checksum()[:16]}-{self.surrogate_detector}-{self.seed + 1000}"
+            f"{train.checksum()[:16]}-{self.surrogate_detector}-{seed}"
         if (path / "config.json").exists():
             det = load_detector(path)
         else:
-            det = create_detector(self.surrogate_detector, seed=self.seed + 1000).fit(train.users)
+            det = create_detector(self.surrogate_detector, seed=seed).fit(train.users)
             det.save(path)
         return ThreatModel(det, det.capabilities, surrogate=True)
 
@@ -217,8 +192,8 @@ class PETGENAttack(Attack):
                         natural: Naturalness) -> list[AttackOutput]:
         """Where neither a candidate nor a refined post reaches the goal, the attack has
         failed whatever the user posts; the most natural candidate is then posted instead
-        of the one that came closest. Every success stays as it was (wiki hlstm: judge
-        perplexity of those users' posts 331 against 242 for the successful ones)."""
+        of the one that came closest: a post that fails anyway should at least read like the
+        user's. Every success stays as it was."""
         miss = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
                 if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)]
         options = [[(outputs[i].post, float(outputs[i].info["score"])), *runners_up[i]] for i in miss]
@@ -240,7 +215,7 @@ class PETGENAttack(Attack):
             if self._train is None:
                 raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
             from advseq.lm import reference_lm
-            from advseq.petgen.model import Naturalness
+            from attacks.petgen.naturalness import Naturalness
 
             m = self.model_
             self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **(m.lm or {})),
@@ -258,8 +233,7 @@ class PETGENAttack(Attack):
         of those that reach it, and none when none does)."""
         import torch
 
-        from attacks.hotflip import hotflip_search
-        from attacks.token_search import encode_post
+        from advseq.token_search import encode_post, hotflip_search
 
         vocab = threat.vocab
         T = min(min(t.max_tokens for t in tasks), threat.max_post_tokens)
@@ -285,9 +259,10 @@ class PETGENAttack(Attack):
         results: dict[int, list[AttackOutput]] = {}
         for (i, _), r, post in zip(starts, refined, posts, strict=True):
             ids = encode_post(r.post, vocab, T).ids
-            if self.max_repeats and _most_repeated_ids(ids) > max(self.max_repeats, _most_repeated_ids(post.ids)):
+            cap = self.settings.max_repeats
+            if cap and _most_repeated_ids(ids) > max(cap, _most_repeated_ids(post.ids)):
                 continue             # flips that pile up one word: not a post a user writes
-            n = self.no_repeat_ngram
+            n = self.settings.no_repeat_ngram
             if n and _repeats_ngram(ids, n) and not _repeats_ngram(post.ids, n):
                 continue             # nor ones that repeat a phrase the sampler would not
             results.setdefault(i, []).append(r)

@@ -20,7 +20,7 @@ adapter runs the recipes that work without downloads (see ``RECIPES``):
   evolution).
 
 How it fits advseq. The attacked text is the NEW POST only, starting from the copycat
-post (``attacks.copycat.CopycatAttack(seed=seed)``); TextAttack's model wrapper puts
+post (:func:`advseq.candidates.copycat_posts`); TextAttack's model wrapper puts
 each candidate post into the user's sequence and scores the whole user through the
 :class:`~advseq.threat.ThreatModel` (so every query is counted and budgeted there).
 
@@ -56,11 +56,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.candidates import copycat_posts
 from advseq.errors import ConfigError, QueryBudgetExceeded, ResourceMissing
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
-from attacks.copycat import CopycatAttack
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -213,8 +213,8 @@ class TextAttackAttack(Attack):
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if not tasks:
             return []
-        starts = CopycatAttack(seed=self.seed).run(tasks, threat)
-        return [self._attack_one(task, start.post, threat)
+        starts = copycat_posts(tasks, self.rng)
+        return [self._attack_one(task, start, threat)
                 for task, start in zip(tasks, starts, strict=True)]
 
     def _attack_one(self, task: AttackTask, start: str, threat: ThreatModel) -> AttackOutput:

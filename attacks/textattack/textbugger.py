@@ -19,7 +19,7 @@ Assembled from TextAttack (Morris et al., EMNLP 2020 demos) components, because
 TextAttack's own ``TextBuggerLi2018`` recipe needs downloads (counter-fitted embeddings,
 USE) and a homoglyph data file missing from the textattack 0.3.11 wheel. The attacked
 text is the NEW POST only, starting from the copycat post
-(``attacks.copycat.CopycatAttack(seed=seed)``); the model wrapper scores the user's
+(:func:`advseq.candidates.copycat_posts`); the model wrapper scores the user's
 whole sequence with the candidate post in place, through the threat model, which counts
 every query and enforces the budget (also passed to TextAttack as ``query_budget``).
 
@@ -59,7 +59,7 @@ from advseq.attack import AttackSpec, AttackTask
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.threat import ThreatModel
-from attacks.textattack_recipe import TextAttackAttack, UserSequenceWrapper
+from attacks.textattack.recipe import TextAttackAttack, UserSequenceWrapper
 
 PAPER = ("Li, Ji, Du, Li, Wang. TextBugger: Generating Adversarial Text Against Real-world "
          "Applications. NDSS 2019")

@@ -1,0 +1,47 @@
+"""Commands from plugins, and what a plugin's commands may use of the CLI.
+
+A package adds a command group through the ``advseq.cli`` entry-point group; each entry
+point names a ``typer.Typer``, added as ``advseq NAME``::
+
+    [project.entry-points."advseq.cli"]
+    mytool = "my_pkg.cli:app"          # -> advseq mytool ...
+
+The plugin's module is imported whenever the CLI starts, so it should import nothing
+heavy at module level (no torch: import it inside the commands). A plugin that fails to
+load costs one warning line, never the CLI. Its commands may use the options and helpers
+re-exported here, so that they read like the core's commands.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import typer
+
+from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, err_console, load
+from advseq.cli.attack import Goal, GoalOpt, Placement, PlacementOpt
+from advseq.cli.detect import parse_params
+
+GROUP = "advseq.cli"
+
+__all__ = ["GROUP", "DataArg", "Goal", "GoalOpt", "LenientOpt", "Placement", "PlacementOpt",
+           "ProgressOpt", "add_plugin_commands", "console", "load", "parse_params"]
+
+
+def add_plugin_commands(app: typer.Typer) -> None:
+    """Add the command group of every entry point in :data:`GROUP` to ``app``."""
+    taken = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for ep in entry_points(group=GROUP):
+        try:
+            if ep.name in taken:
+                raise ValueError(f"advseq already has a command {ep.name!r}")
+            commands = ep.load()
+            if not isinstance(commands, typer.Typer):
+                raise TypeError(f"{ep.value} is a {type(commands).__name__}, not a typer.Typer")
+        except Exception as err:  # a broken plugin must not take the CLI down with it
+            err_console.print(f"warning: CLI plugin {ep.name!r} ({ep.value}) not loaded: "
+                              f"{type(err).__name__}: {err}", markup=False, highlight=False,
+                              soft_wrap=True)
+            continue
+        app.add_typer(commands, name=ep.name)
+        taken.add(ep.name)

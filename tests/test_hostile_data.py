@@ -507,6 +507,19 @@ def test_parquet_compression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest
     assert_refused(invoke("data", "validate", str(path)), tmp_path, f"/{where}")
 
 
+def test_markup_in_paths_is_printed_as_text(tmp_path: Path) -> None:
+    """A folder "x[" holding "]y.jsonl" makes a path with "[/]" in it, which rich would
+    read as a closing tag."""
+    src = tmp_path / "x[" / "]y.jsonl"
+    src.parent.mkdir()
+    src.write_text(GOOD + GOOD_B)
+    code, out, err = invoke("data", "info", str(src), "--no-audit")
+    assert code == 0 and f"]y  ({src})" in out, (code, out, err)
+    out_path = tmp_path / "x[" / "]converted.csv"
+    code, out, err = invoke("data", "convert", str(src), "-o", str(out_path))
+    assert code == 0 and str(out_path) in out.replace("\n", ""), (code, out, err)
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 @pytest.mark.parametrize("command", ["info", "simulate"])
 def test_seed_out_of_range(tmp_path: Path, seed: str, command: str) -> None:

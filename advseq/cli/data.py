@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from advseq.cli._common import DataArg, FormatOpt, LenientOpt, console, load, print_json
 from advseq.errors import ConfigError, DataError
@@ -63,7 +64,8 @@ def info(
 
 
 def render_info(s: dict[str, Any]) -> None:
-    console.print(f"[bold]{s['name']}[/]  ({s['source']})")
+    # the name and path are user text: printed as Text, never parsed as markup
+    console.print(Text.assemble((s["name"], "bold"), f"  ({s['source']})"))
     console.print(f"{s['users']} users: {s['labels']['benign']} benign / "
                   f"{s['labels']['malicious']} malicious, {s['posts']} posts; "
                   f"sha256 {s['checksum'][:16]}…")
@@ -134,7 +136,7 @@ def convert(
     with _writing(out):
         save_dataset(ds, out)
     console.print(f"wrote {len(ds)} users, {ds.n_posts} posts to {out} "
-                  f"(sha256 of content {ds.checksum()[:16]}…)", highlight=False)
+                  f"(sha256 of content {ds.checksum()[:16]}…)", highlight=False, markup=False)
 
 
 @app.command()
@@ -167,4 +169,4 @@ def simulate(
         with _writing(card_path):
             card_path.write_text(dataset_card(ds, seed=seed, n_users=users), encoding="utf-8")
         msg += f" and the dataset card {card_path}"
-    console.print(msg, highlight=False)
+    console.print(msg, highlight=False, markup=False)

@@ -4,17 +4,18 @@ Every case is generated at test time into ``tmp_path`` (small files). A refused 
 exit 2 with exactly one line on stderr that names the culprit file (and line, row and
 field where the format has them), never a traceback or an "internal error", and
 ``convert`` must write nothing. An accepted case must load, and ``convert`` must write
-only OUT and round-trip. Cases that used to hang (self-containing or "billion laughs"
-pickles, FIFOs, /dev/zero) run the console script in a subprocess with a timeout.
+only OUT and round-trip. Cases that used to hang (FIFOs, /dev/zero) run the console
+script in a subprocess with a timeout. PETGEN pickle cases are in test_petgen_pickle.py,
+which uses the checks defined here.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -29,15 +30,6 @@ from advseq.cli import app
 from advseq.errors import DataError
 from advseq.io import load_dataset, save_dataset
 from advseq.schema import Dataset, Post, User
-from tests.test_petgen_pickle import (
-    Evil,
-    deep_list_value,
-    deep_tuple_key,
-    list_laughs,
-    self_containing_dict,
-    self_containing_list,
-    tuple_laughs_key,
-)
 
 runner = CliRunner()
 #: seconds one in-process CLI call may take on this tiny data (bounded work, not a hang)
@@ -262,65 +254,7 @@ PARQUET_CASES = [
 ]
 
 
-# --- PETGEN releases: NAME.pkl, NAME_context.pkl, NAME_relevancy.pkl, NAME_label.txt ---
-
-KEY = ("old post", "final post")
-
-
-def release(case_id: str, where: str | None, culprit: str = "", *, labels: object = None,
-            contexts: object = None, relevancy: object = None, raw: dict[str, bytes] | None = None,
-            label_txt: str = "1\n", users: int | None = None) -> Case:
-    """A one-user release in folder ``case_id``; each part can be replaced."""
-    parts = {
-        ".pkl": pickle.dumps({KEY: 1} if labels is None else labels),
-        "_context.pkl": pickle.dumps({KEY: "ctx"} if contexts is None else contexts),
-        "_relevancy.pkl": pickle.dumps({KEY: [1]} if relevancy is None else relevancy),
-    }
-    parts.update(raw or {})
-    files: dict[str, Content] = {f"{case_id}/toy{k}": v for k, v in parts.items()}
-    files[f"{case_id}/toy_label.txt"] = label_txt
-    return Case(case_id, files, where, arg=case_id, culprit=f"{case_id}/toy{culprit}", users=users)
-
-
-# the cases that used to hang run in a subprocess with a timeout
-HANG_CASES = [
-    release("pickle_self_list", ": row 1: pickle holds a list that contains itself",
-            "_relevancy.pkl",
-            relevancy={KEY: self_containing_list()}),
-    release("pickle_list_laughs", ": row 1: pickle expands to more than 20,000,000 items",
-            "_relevancy.pkl", relevancy={KEY: list_laughs()}),
-    release("pickle_tuple_laughs_key", ": pickle holds tuples that expand to more than 20,000,000",
-            ".pkl", raw={".pkl": tuple_laughs_key()}),
-    release("pickle_deep_tuple_key", ": pickle holds tuples nested more than 100 deep", ".pkl",
-            raw={".pkl": deep_tuple_key()}),
-    release("pickle_self_dict", ": row 1: pickle holds a dict that contains itself", "_context.pkl",
-            contexts=self_containing_dict(KEY)),
-]
-
-PICKLE_CASES = [
-    release("pickle_deep_list", ": row 1: pickle nests containers more than 100 deep",
-            "_relevancy.pkl", raw={"_relevancy.pkl": deep_list_value(KEY)}),
-    release("pickle_truncated", ": not a plain-data pickle (it ends too early)", "_context.pkl",
-            raw={"_context.pkl": pickle.dumps({KEY: "ctx"})[:-6]}),
-    release("pickle_set", ": not a plain-data pickle (pickle holds a set; only str/tuple/list/dict/"
-            "int/float are allowed)", "_relevancy.pkl", relevancy={KEY: {1}}),
-    release("pickle_code", ": not a plain-data pickle (refusing to load ", ".pkl",
-            labels={KEY: Evil()}),
-    release("pickle_bytes", ": row 1: pickle holds a bytes; only str/tuple/list/dict/int/float",
-            "_context.pkl", contexts={KEY: b"ctx"}),
-    release("pickle_huge_int_label", ": row 1: field 'label': must be 0 (benign) or 1 (malicious), "
-            "got <a 16610-bit integer>", ".pkl", labels={KEY: 10**5000}),
-    release("pickle_key_not_tuple", ": row 1: key must be a non-empty tuple of post texts", ".pkl",
-            labels={"old post": 1}, contexts={"old post": "c"}, relevancy={"old post": []}),
-    release("pickle_surrogate_text", ": row 1: field 'posts[0]': holds a lone surrogate U+D800",
-            ".pkl", labels={("a\ud800", "b"): 1}, contexts={("a\ud800", "b"): "c"},
-            relevancy={("a\ud800", "b"): [1]}),
-    release("pickle_flags_laughs_short", ": row 1: field 'relevancy': needs 1 flags (one per "
-            "non-final post), got [[[...], [...], [...], [...]], [[...], ", "_relevancy.pkl",
-            relevancy={KEY: list_laughs(10)}),
-]
-
-REFUSED = JSONL_CASES + CSV_CASES + PARQUET_CASES + PICKLE_CASES
+REFUSED = JSONL_CASES + CSV_CASES + PARQUET_CASES
 
 ACCEPTED = [
     jsonl("bom_first_line", "\ufeff" + GOOD + GOOD_B, None, users=2),
@@ -344,9 +278,6 @@ ACCEPTED = [
     table("csv_nul_inside_text", HEADER + "a,0,1,x\x00y\n", None, users=1),
     Case("parquet_timestamp_type_and_float_label", {"t.parquet": _timestamps([0, 60])}, None,
          users=1),
-    release("pickle_shared_flag_lists", None, users=2,
-            labels={KEY: 1, ("x", "y"): 0}, contexts={KEY: "c", ("x", "y"): "d"},
-            relevancy=(lambda flags: {KEY: flags, ("x", "y"): flags})([1]), label_txt="1\n0\n"),
 ]
 
 
@@ -384,8 +315,8 @@ def files_under(root: Path) -> set[Path]:
     return set(root.rglob("*"))
 
 
-@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
-def test_refused_by_validate_info_and_convert(case: Case, tmp_path: Path) -> None:
+def check_refused(case: Case, tmp_path: Path) -> None:
+    """``data validate``, ``info`` and ``convert`` all refuse ``case``; convert writes nothing."""
     assert case.where is not None
     arg = case.write(tmp_path)
     before = files_under(tmp_path)
@@ -396,15 +327,26 @@ def test_refused_by_validate_info_and_convert(case: Case, tmp_path: Path) -> Non
     assert files_under(tmp_path) == before  # convert wrote nothing, not even a temp file
 
 
-@pytest.mark.parametrize("case", HANG_CASES, ids=[c.id for c in HANG_CASES])
-def test_hostile_pickle_refused_without_hanging(case: Case, tmp_path: Path) -> None:
+def check_refused_without_hanging(case: Case, tmp_path: Path) -> None:
+    """``data validate`` in a subprocess, for cases that used to hang."""
     assert case.where is not None
     arg = case.write(tmp_path)
     assert_refused(run_cli("data", "validate", str(arg)), case.culprit_path(tmp_path), case.where)
 
 
-@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
-def test_accepted_and_round_trips(case: Case, tmp_path: Path) -> None:
+def check_non_regular(target: Path, make: Callable[[Path], object], what: str,
+                      arg: Path | None = None) -> None:
+    """``target`` replaced by ``make`` (a FIFO, a link to /dev/zero, a folder) is refused
+    in a subprocess, without waiting on it."""
+    target.unlink(missing_ok=True)
+    make(target)
+    assert_refused(run_cli("data", "validate", str(arg or target)), target,
+                   f": is {what}, not a regular file")
+
+
+def check_accepted(case: Case, tmp_path: Path) -> None:
+    """Loads, converts to JSON Lines, CSV and Parquet (writing only OUT) with the same
+    content, and ``data info`` counts the users."""
     arg = case.write(tmp_path)
     code, out, err = invoke("data", "validate", str(arg))
     assert code == 0 and out.startswith(f"ok: {case.users} users"), (code, out, err)
@@ -423,32 +365,45 @@ def test_accepted_and_round_trips(case: Case, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["users"] == case.users, (code, err)
 
 
-def test_overlong_jsonl_line_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import advseq.io.jsonl
-
-    monkeypatch.setattr(advseq.io.jsonl, "MAX_LINE_BYTES", 1000)
-    path = tmp_path / "long.jsonl"
-    path.write_text(GOOD + user("b", 1, {"text": "x" * 2000}) + "\n")
-    assert_refused(invoke("data", "validate", str(path)), path, ":2: line longer than 1,000 bytes")
+@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
+def test_refused_by_validate_info_and_convert(case: Case, tmp_path: Path) -> None:
+    check_refused(case, tmp_path)
 
 
-def test_overlong_csv_field_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import advseq.io.tabular
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
+def test_accepted_and_round_trips(case: Case, tmp_path: Path) -> None:
+    check_accepted(case, tmp_path)
 
-    monkeypatch.setattr(advseq.io.tabular, "MAX_FIELD_CHARS", 1000)
-    path = tmp_path / "long.csv"
-    path.write_text(HEADER + "a,0,1,x\n" + 'b,1,1,"' + "y" * 2000 + '"\n')
-    assert_refused(invoke("data", "validate", str(path)), path,
-                   ":3: a field longer than 1,000 characters")
+
+REPEATED = {"user_id": ["a"] * 20_000, "label": [0] * 20_000, "position": [0] * 20_000,
+            "text": ["spam " * 200] * 20_000}  # 20 MB of text in a 5 KB file
+LIMITS = [  # (module, limit, lowered to, file, content, where)
+    ("jsonl", "MAX_LINE_BYTES", 1000, "long.jsonl",
+     GOOD + user("b", 1, {"text": "x" * 2000}) + "\n", ":2: line longer than 1,000 bytes"),
+    ("tabular", "MAX_FIELD_CHARS", 1000, "long.csv",
+     HEADER + 'a,0,1,x\nb,1,1,"' + "y" * 2000 + '"\n', ":3: a field longer than 1,000 characters"),
+    ("tabular", "PARQUET_MIN_BUDGET", 2**20, "text.parquet", _parquet(REPEATED),
+     ": Parquet data expands to more than 1,048,576 bytes in memory (100 times the file"),
+    ("tabular", "PARQUET_MIN_BUDGET", 2**20, "rows.parquet",
+     _parquet({k: v[:1] * 200_000 for k, v in POSTS.items()}), ": Parquet data expands to more"),
+]
+
+
+@pytest.mark.parametrize(("module", "limit", "value", "name", "content", "where"), LIMITS,
+                         ids=[f"{lim[1]}-{lim[3]}" for lim in LIMITS])
+def test_size_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, limit: str,
+                     value: int, name: str, content: Content, where: str) -> None:
+    """Each size limit, lowered so that a small file crosses it (a compression bomb, for
+    Parquet): refused with its place named."""
+    monkeypatch.setattr(importlib.import_module(f"advseq.io.{module}"), limit, value)
+    path = Case(name, {name: content}, where).write(tmp_path)
+    assert_refused(invoke("data", "validate", str(path)), path, where)
 
 
 NON_REGULAR = [  # (path made non-regular, what it becomes, how the error names it)
     ("pipe.jsonl", "fifo", "a named pipe (FIFO)"),
     ("zero.jsonl", "zero", "a character device"),
     ("zero.parquet", "zero", "a character device"),
-    ("rel/toy_context.pkl", "fifo", "a named pipe (FIFO)"),
-    ("rel/toy.pkl", "zero", "a character device"),
-    ("rel/toy_relevancy.pkl", "folder", "a folder"),
 ]
 
 
@@ -464,13 +419,7 @@ def test_non_regular_file_is_refused_without_waiting(tmp_path: Path, name: str, 
     make = MAKE[kind]
     if make is None:
         pytest.skip(f"no {kind} on this platform")
-    release("rel", None).write(tmp_path)
-    target = tmp_path / name
-    target.unlink(missing_ok=True)
-    make(target)
-    arg = tmp_path / "rel" if name.startswith("rel/") else target
-    assert_refused(run_cli("data", "validate", str(arg)), target,
-                   f": is {what}, not a regular file")
+    check_non_regular(tmp_path / name, make, what)
 
 
 @pytest.mark.parametrize(("out_name", "where"), [
@@ -487,24 +436,6 @@ def test_unwritable_out_is_refused(tmp_path: Path, out_name: str, where: str, co
     args = [str(src)] if command == "convert" else ["-n", "20"]
     assert_refused(invoke("data", command, *args, "-o", str(out)), out, where)
     assert files_under(tmp_path) == before
-
-
-@pytest.mark.parametrize(("columns", "where"), [
-    ({"user_id": ["a"] * 20_000, "label": [0] * 20_000, "position": [0] * 20_000,
-      "text": ["spam " * 200] * 20_000}, "t.parquet: Parquet data expands to more than"),
-    ({"user_id": ["a"] * 200_000, "label": [0] * 200_000, "position": [0] * 200_000,
-      "text": ["x"] * 200_000}, "t.parquet: Parquet data expands to more than"),
-], ids=["repeated_text", "many_rows"])
-def test_parquet_compression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             columns: dict[str, list], where: str) -> None:
-    """A small file that would expand 100 times or more (here with the floor at 1 MB)."""
-    import advseq.io.tabular
-
-    monkeypatch.setattr(advseq.io.tabular, "PARQUET_MIN_BUDGET", 2**20)
-    path = tmp_path / "t.parquet"
-    path.write_bytes(_parquet(columns)())
-    assert path.stat().st_size < 2**20 // 100
-    assert_refused(invoke("data", "validate", str(path)), tmp_path, f"/{where}")
 
 
 def test_markup_in_paths_is_printed_as_text(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""The PETGEN pickle importer never executes pickled code."""
+"""The PETGEN pickle importer never executes pickled code, and does bounded work on
+hostile plain data (self-containing lists, "billion laughs", deep nesting), both through
+the API and through ``advseq data validate/info/convert``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ import pytest
 from advseq.errors import DataError
 from advseq.io import load_dataset
 from advseq.io.petgen import safe_load_pickle
+from tests.test_hostile_data import (
+    MAKE,
+    Case,
+    Content,
+    check_accepted,
+    check_non_regular,
+    check_refused,
+    check_refused_without_hanging,
+)
 
 
 class Evil:
@@ -175,3 +186,94 @@ def test_release_with_nan_or_huge_flags_is_refused(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=r"toy_relevancy\.pkl: row 1: field 'relevancy': flags "
                                             "must be finite numbers"):
             load_dataset(folder)
+
+
+# --- the CLI on hostile releases: NAME.pkl, NAME_context.pkl, NAME_relevancy.pkl, NAME_label.txt
+
+KEY = ("old post", "final post")
+
+
+def release(case_id: str, where: str | None, culprit: str = "", *, labels: object = None,
+            contexts: object = None, relevancy: object = None, raw: dict[str, bytes] | None = None,
+            label_txt: str = "1\n", users: int | None = None) -> Case:
+    """A one-user release in folder ``case_id``; each part can be replaced."""
+    parts = {
+        ".pkl": pickle.dumps({KEY: 1} if labels is None else labels),
+        "_context.pkl": pickle.dumps({KEY: "ctx"} if contexts is None else contexts),
+        "_relevancy.pkl": pickle.dumps({KEY: [1]} if relevancy is None else relevancy),
+    }
+    parts.update(raw or {})
+    files: dict[str, Content] = {f"{case_id}/toy{k}": v for k, v in parts.items()}
+    files[f"{case_id}/toy_label.txt"] = label_txt
+    return Case(case_id, files, where, arg=case_id, culprit=f"{case_id}/toy{culprit}", users=users)
+
+
+# the cases that used to hang run in a subprocess with a timeout
+HANG_CASES = [
+    release("pickle_self_list", ": row 1: pickle holds a list that contains itself",
+            "_relevancy.pkl",
+            relevancy={KEY: self_containing_list()}),
+    release("pickle_list_laughs", ": row 1: pickle expands to more than 20,000,000 items",
+            "_relevancy.pkl", relevancy={KEY: list_laughs()}),
+    release("pickle_tuple_laughs_key", ": pickle holds tuples that expand to more than 20,000,000",
+            ".pkl", raw={".pkl": tuple_laughs_key()}),
+    release("pickle_deep_tuple_key", ": pickle holds tuples nested more than 100 deep", ".pkl",
+            raw={".pkl": deep_tuple_key()}),
+    release("pickle_self_dict", ": row 1: pickle holds a dict that contains itself", "_context.pkl",
+            contexts=self_containing_dict(KEY)),
+]
+
+PICKLE_CASES = [
+    release("pickle_deep_list", ": row 1: pickle nests containers more than 100 deep",
+            "_relevancy.pkl", raw={"_relevancy.pkl": deep_list_value(KEY)}),
+    release("pickle_truncated", ": not a plain-data pickle (it ends too early)", "_context.pkl",
+            raw={"_context.pkl": pickle.dumps({KEY: "ctx"})[:-6]}),
+    release("pickle_set", ": not a plain-data pickle (pickle holds a set; only str/tuple/list/dict/"
+            "int/float are allowed)", "_relevancy.pkl", relevancy={KEY: {1}}),
+    release("pickle_code", ": not a plain-data pickle (refusing to load ", ".pkl",
+            labels={KEY: Evil()}),
+    release("pickle_bytes", ": row 1: pickle holds a bytes; only str/tuple/list/dict/int/float",
+            "_context.pkl", contexts={KEY: b"ctx"}),
+    release("pickle_huge_int_label", ": row 1: field 'label': must be 0 (benign) or 1 (malicious), "
+            "got <a 16610-bit integer>", ".pkl", labels={KEY: 10**5000}),
+    release("pickle_key_not_tuple", ": row 1: key must be a non-empty tuple of post texts", ".pkl",
+            labels={"old post": 1}, contexts={"old post": "c"}, relevancy={"old post": []}),
+    release("pickle_surrogate_text", ": row 1: field 'posts[0]': holds a lone surrogate U+D800",
+            ".pkl", labels={("a\ud800", "b"): 1}, contexts={("a\ud800", "b"): "c"},
+            relevancy={("a\ud800", "b"): [1]}),
+    release("pickle_flags_laughs_short", ": row 1: field 'relevancy': needs 1 flags (one per "
+            "non-final post), got [[[...], [...], [...], [...]], [[...], ", "_relevancy.pkl",
+            relevancy={KEY: list_laughs(10)}),
+]
+
+
+@pytest.mark.parametrize("case", PICKLE_CASES, ids=[c.id for c in PICKLE_CASES])
+def test_hostile_release_refused(case: Case, tmp_path: Path) -> None:
+    check_refused(case, tmp_path)
+
+
+@pytest.mark.parametrize("case", HANG_CASES, ids=[c.id for c in HANG_CASES])
+def test_hostile_release_refused_without_hanging(case: Case, tmp_path: Path) -> None:
+    check_refused_without_hanging(case, tmp_path)
+
+
+def test_release_sharing_one_flag_list_is_accepted(tmp_path: Path) -> None:
+    flags = [1]  # pickled once, referred to by both users
+    check_accepted(release("shared_flags", None, users=2, labels={KEY: 1, ("x", "y"): 0},
+                           contexts={KEY: "c", ("x", "y"): "d"},
+                           relevancy={KEY: flags, ("x", "y"): flags}, label_txt="1\n0\n"),
+                   tmp_path)
+
+
+@pytest.mark.parametrize(("name", "kind", "what"), [
+    ("toy_context.pkl", "fifo", "a named pipe (FIFO)"),
+    ("toy.pkl", "zero", "a character device"),
+    ("toy_label.txt", "zero", "a character device"),
+    ("toy_relevancy.pkl", "folder", "a folder"),
+])
+def test_non_regular_part_of_release_is_refused(tmp_path: Path, name: str, kind: str,
+                                                what: str) -> None:
+    if MAKE[kind] is None:
+        pytest.skip(f"no {kind} on this platform")
+    folder = release("rel", None).write(tmp_path)
+    check_non_regular(folder / name, MAKE[kind], what, arg=folder)

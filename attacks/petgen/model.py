@@ -17,7 +17,6 @@ the recency term.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 
 from advseq.attack import AttackOutput, AttackSpec, AttackTask
-from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
@@ -37,6 +35,8 @@ from attacks.petgen.naturalness import Naturalness
 from attacks.petgen.settings import PETGENSettings
 
 FORMAT = "advseq-petgen/1"
+DECODER_DIR = "decoder"
+ENCODER_FILE = "encoder.safetensors"
 #: With ``context_boost``: the platform's most frequent words (function words, punctuation)
 #: are not what a context is about, so they get no boost.
 COMMON_WORDS = 100
@@ -183,38 +183,33 @@ class PETGEN(PETGENSettings):
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_model
-
-        from advseq.manifest import write_json
+        """Write folder ``path``: the decoder (a saved PostLM in ``decoder/``), the history
+        encoder (``encoder.safetensors``), then ``config.json``."""
+        from advseq.storage import save_model_folder
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.lm_.save(path / "decoder")
-        save_model(self.generator_.encoder, str(path / "encoder.safetensors"))
-        write_json(path / "config.json", {"format": FORMAT, "params": self.get_params(),
-                                          "fit_info": self.fit_info_})
-        return path
+        self.lm_.save(path / DECODER_DIR)
+        return save_model_folder(path, FORMAT, {"params": self.get_params(), "fit_info": self.fit_info_},
+                                 weights=self.generator_.encoder, weights_file=ENCODER_FILE)
 
     def _load_parts(self, path: Path) -> None:
-        from safetensors.torch import load_model
-
         from advseq.lm import PostLM
+        from advseq.storage import load_safetensors
 
-        self.lm_ = PostLM.load(path / "decoder", device=self.device)
+        self.lm_ = PostLM.load(path / DECODER_DIR, device=self.device)
         self.generator_ = PersonalizedGenerator(self.lm_.model_, self.n_prefix).to(self.lm_.torch_device)
-        load_model(self.generator_.encoder, str(path / "encoder.safetensors"), device=str(self.lm_.torch_device))
+        load_safetensors(self.generator_.encoder, path / ENCODER_FILE, what="this PETGEN encoder",
+                         device=str(self.lm_.torch_device))
         self.generator_.eval()
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> PETGEN:
+        """A generator saved by :meth:`save`; ``overrides`` replace saved sampling settings."""
+        from advseq.storage import construct, read_model_config
+
         path = Path(path)
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a saved PETGEN generator ({err})") from None
-        if config.get("format") != FORMAT:
-            raise ConfigError(f"{path / 'config.json'}: not a PETGEN generator (format {FORMAT!r})")
-        model = cls(**{**config["params"], **overrides})
+        config = read_model_config(path, FORMAT, "PETGEN generator", required=("params",))
+        model = construct(cls, {**config["params"], **overrides}, path)
         model.fit_info_ = config.get("fit_info", {})
         model._load_parts(path)
         return model

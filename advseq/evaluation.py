@@ -17,6 +17,7 @@ the deployed detector, which the attack never sees.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import time
@@ -32,10 +33,20 @@ from advseq.detector import Detector, load_detector
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
+from advseq.resume import (
+    ResultsFile,
+    check_meta,
+    load_results,
+    model_fingerprint,
+    read_results,
+    write_meta,
+)
 from advseq.schema import Dataset, DataSplit, User
 from advseq.storage import atomic_write_json, atomic_write_text
 from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode, surrogate_seed
-from advseq.training import data_record, recorded_split
+from advseq.training import SPLIT_FILE, data_record, recorded_split
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
@@ -44,23 +55,13 @@ MANIFEST_FILE = "manifest.json"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a (possibly killed) run; a torn last line is dropped from the file."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    records, good = [], 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line)
-    if good != len(raw):
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    return records
+    """Records of a (possibly killed) run, one JSON object a line: a torn last line is
+    dropped from the file, any other bad line raises a DataError naming it."""
+    found = read_results(path)
+    if found.bad:
+        raise found.refuse()
+    found.keep()
+    return found.records
 
 
 def _whole_batches(path: Path, records: list[dict[str, Any]], test: Sequence[User],
@@ -117,6 +118,7 @@ def run_attack(
     budget: int | None = None,
     seed: int = 0,
     resume: bool = False,
+    repair: bool = False,
     batch_size: int = 16,
     max_users: int | None = None,
     quality: bool = True,
@@ -126,10 +128,17 @@ def run_attack(
     summary (also written to ``out/summary.json``).
 
     In ``transfer`` mode the attacker's surrogate is the model folder ``surrogate``, or a
-    ``surrogate_detector`` with ``surrogate_params`` trained here on the training split."""
+    ``surrogate_detector`` with ``surrogate_params`` trained here on the training split.
+
+    ``resume`` continues the run in ``out`` from its checked records (a bad line of
+    ``results.jsonl`` refuses the run); ``repair`` (implies ``resume``) drops the bad
+    lines instead, reports them and attacks their users again."""
     from advseq.progress import progress_bar
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    resume = resume or repair
     spec = spec or AttackSpec()
     check_mode(mode)
     if surrogate is not None and mode != "transfer":
@@ -147,15 +156,18 @@ def run_attack(
     if surrogate_params and surrogate is None and mode == "transfer":
         config["surrogate_params"] = surrogate_params   # absent when empty: older runs resume
     run_file = out / RUN_FILE
-    if run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    previous = _previous_config(run_file)
+    if previous is not None:
         if not resume:
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose "
                               "another --out")
         if previous != config:
-            changed = sorted(k for k in config if previous.get(k) != config[k])
+            changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
             raise ConfigError(f"cannot resume {out}: the run was started with different settings "
                               f"({', '.join(changed)})")
+    elif (out / RESULTS_FILE).exists():
+        raise ConfigError(f"{out / RESULTS_FILE}: records with no {RUN_FILE} saying how they were "
+                          "made; choose another --out")
 
     # Refuse an attack the threat model cannot serve before any work is done.
     if mode == "transfer":
@@ -166,6 +178,12 @@ def run_attack(
     reason = applicability(atk.requires, mode, caps, attack=f"attack {attack!r}", detector=repr(name))
     if reason:
         raise CapabilityError(reason)
+    # Every record read back must be one of these users, given once, scored by these models.
+    test_labels = {u.user_id: u.label for u in test}
+    found = load_results(out / RESULTS_FILE, test_labels, repair=repair) if previous is not None \
+        else ResultsFile(out / RESULTS_FILE)
+    models = {"detector": model_fingerprint(deployed, detector_dir)}
+    check_meta(out, models, len(found.records))
     surrogate_info = None
     if mode != "transfer":
         threat = ThreatModel(deployed, mode, budget=budget)
@@ -173,13 +191,19 @@ def run_attack(
         surrogate_det, surrogate_info = prepare_surrogate(
             split.train, surrogate=surrogate, detector=surrogate_detector, params=surrogate_params,
             seed=seed, out=out, progress=progress)
+        models["surrogate"] = model_fingerprint(surrogate_det, surrogate_info["path"])
+        check_meta(out, models, len(found.records))
         # The attacker owns the surrogate: every capability it offers, no budget.
         threat = ThreatModel(surrogate_det, surrogate_det.capabilities, surrogate=True)
     out.mkdir(parents=True, exist_ok=True)
+    write_meta(out, models)                 # before run.json: a run's records always have one
     atomic_write_json(run_file, config)
+    found.keep()
+    if found.bad:
+        log.warning(found.report())
 
     batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
-    records = _whole_batches(out / RESULTS_FILE, read_records(out / RESULTS_FILE), test, batches)
+    records = _whole_batches(out / RESULTS_FILE, found.records, test, batches)
     done = {r["user_id"] for r in records}
     t_start = time.perf_counter()
     atk.workdir = out / "attack_state"
@@ -216,6 +240,8 @@ def run_attack(
             records.extend(batch_records)
             bar.advance(len(users))
             bar.update(status=f"success {n_success}")
+    if len(records) != len(test) or {r["user_id"] for r in records} != test_labels.keys():
+        raise RuntimeError(f"{out / RESULTS_FILE}: records do not match the run's test users")
     summary = summarize(records, spec=spec, config=config)
     summary["prepare_seconds"] = round(prepare_seconds, 3)
     if quality:
@@ -230,10 +256,26 @@ def run_attack(
     return summary
 
 
+def _previous_config(run_file: Path) -> dict[str, Any] | None:
+    """The settings a run in this folder was started with, or None for a new run."""
+    if not run_file.exists():
+        return None
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise ConfigError(f"{run_file}: not a run record written by advseq; choose another --out")
+    return previous
+
+
 def require_recorded_split(detector_dir: str | Path, data: Dataset, what: str) -> DataSplit:
     """The train/test split the detector in ``detector_dir`` recorded for ``data``, or a
     clear error when ``data`` is not the dataset it was trained on."""
     split = recorded_split(detector_dir, data)
+    if split is None and not (Path(detector_dir) / SPLIT_FILE).exists():
+        raise ConfigError(f"{detector_dir} records no train/test split ({SPLIT_FILE}); {what} "
+                          "the test split `advseq train` records")
     if split is None:
         raise ConfigError(f"{data.source or data.name} is not the dataset the detector in "
                           f"{detector_dir} was trained on (checksums differ); {what} "

@@ -19,10 +19,13 @@ from advseq.errors import ConfigError
 from advseq.manifest import build_manifest, write_json
 from advseq.metrics import classification_metrics
 from advseq.schema import Dataset, DataSplit
+from advseq.storage import replace_dir, scratch_dir_for
 
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.json"
 MANIFEST_FILE = "manifest.json"
+#: files only a model folder holds: a folder with none of them is not replaced
+_MODEL_MARKS = ("config.json", METRICS_FILE, SPLIT_FILE, MANIFEST_FILE, "checkpoint")
 
 
 def data_record(ds: Dataset) -> dict[str, Any]:
@@ -32,10 +35,42 @@ def data_record(ds: Dataset) -> dict[str, Any]:
 
 def train_detector(data: Dataset, detector: str, out: str | Path, *, seed: int = 0,
                    params: dict[str, Any] | None = None, test_size: float = 0.2,
-                   split_seed: int = 0, progress: bool | None = None) -> dict[str, Any]:
+                   split_seed: int = 0, progress: bool | None = None,
+                   overwrite: bool | None = None) -> dict[str, Any]:
     """Split ``data`` (stratified, ``split_seed``), train ``detector`` on the training users
     with ``seed``, score every test user, and write the model folder ``out``.
-    Returns the metrics dict (also in ``out/metrics.json``)."""
+    Returns the metrics dict (also in ``out/metrics.json``).
+
+    ``overwrite`` says what happens to an ``out`` that already holds files: ``None``
+    writes into it as it is (how a run matrix finishes a killed unit), ``False`` refuses,
+    ``True`` builds the model in a scratch sibling and then replaces ``out`` whole, so no
+    file of the old model survives (and the old model stays if training fails)."""
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target}: exists and is not a folder; choose another --out")
+    if overwrite is None or not target.is_dir() or not any(target.iterdir()):
+        return _train_into(data, detector, target, seed=seed, params=params, test_size=test_size,
+                           split_seed=split_seed, progress=progress)
+    if not overwrite:
+        raise ConfigError(f"{target} already exists; pass --overwrite to replace it whole or "
+                          "choose another --out")
+    if not any((target / mark).exists() for mark in _MODEL_MARKS):
+        raise ConfigError(f"{target} is not a model folder (it has no config.json); not "
+                          "replacing it: choose another --out")
+    scratch = scratch_dir_for(target)
+    try:
+        metrics = _train_into(data, detector, scratch, seed=seed, params=params,
+                              test_size=test_size, split_seed=split_seed, progress=progress)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    replace_dir(scratch, target)
+    return metrics
+
+
+def _train_into(data: Dataset, detector: str, out: Path, *, seed: int,
+                params: dict[str, Any] | None, test_size: float, split_seed: int,
+                progress: bool | None) -> dict[str, Any]:
     out = Path(out)
     params = dict(params or {})
     split = data.split(test_size=test_size, seed=split_seed)
@@ -76,16 +111,81 @@ def test_metrics(det: Detector, test: Dataset) -> dict[str, Any]:
 
 
 def recorded_split(model_dir: str | Path, data: Dataset) -> DataSplit | None:
-    """The split a model was trained with, if ``data`` is the dataset it was trained on."""
+    """The split a model was trained with, if ``data`` is the dataset it was trained on;
+    None for another dataset or a folder that records no split. A damaged record is a
+    :class:`ConfigError` reading ``FILE: field: problem``: scoring the training users as
+    if they were held out would overstate the detector."""
     model_dir = Path(model_dir)
-    try:
-        manifest = json.loads((model_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-        record = json.loads((model_dir / SPLIT_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    manifest_file, split_file = model_dir / MANIFEST_FILE, model_dir / SPLIT_FILE
+    if not manifest_file.exists() and not split_file.exists():
         return None
-    if (manifest.get("data") or {}).get("checksum") != data.checksum():
+    manifest = _read_json(manifest_file)
+    checksum = (manifest.get("data") if isinstance(manifest, dict) else None) or {}
+    checksum = checksum.get("checksum") if isinstance(checksum, dict) else None
+    if not isinstance(checksum, str):
+        raise ConfigError(f"{manifest_file}: data.checksum: missing (not a manifest written by "
+                          "advseq train)")
+    if checksum != data.checksum():
         return None
+    record = _read_json(split_file)
+    problem = _split_problem(record, data)
+    if problem is not None:
+        raise ConfigError(f"{split_file}: {problem}")
     return DataSplit.from_dict(data, record)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(f"{path}: missing")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else type(err).__name__
+        raise ConfigError(f"{path}: not valid JSON ({reason})") from None
+
+
+def _split_problem(record: Any, data: Dataset) -> str | None:
+    """What is wrong with a split record for ``data`` (as ``field: problem``), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    ids: dict[str, list[str]] = {}
+    for key in ("train_ids", "test_ids"):
+        value = record.get(key)
+        if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+            return f"{key}: {'missing' if value is None else 'must be a list of user ids (strings)'}"
+        if not value:
+            return f"{key}: empty"
+        if len(set(value)) != len(value):
+            seen: set[str] = set()
+            twice = next(i for i in value if i in seen or seen.add(i))
+            return f"{key}: user {_show(twice)} is listed twice"
+        absent = [i for i in value if i not in data]
+        if absent:
+            return (f"{key}: names {len(absent)} user(s) absent from this dataset (first: "
+                    f"{_show(absent[0])})")
+        ids[key] = value
+    both = set(ids["train_ids"]) & set(ids["test_ids"])
+    if both:
+        first = next(i for i in ids["test_ids"] if i in both)
+        return f"test_ids: {_ids(len(both))} also in train_ids (first: {_show(first)})"
+    seed, size = record.get("seed"), record.get("test_size")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return "seed: must be a whole number"
+    if not isinstance(size, (int, float)) or isinstance(size, bool) or not 0 < size < 1:
+        return "test_size: must be a number between 0 and 1"
+    return None
+
+
+def _ids(n: int) -> str:
+    return "1 id is" if n == 1 else f"{n} ids are"
+
+
+def _show(user_id: str) -> str:
+    return repr(user_id if len(user_id) <= 40 else user_id[:37] + "...")
 
 
 def evaluate_saved(model_dir: str | Path, data: Dataset, *, all_users: bool = False) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def test_bad_param_is_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(demo_data()), "-d", "cnn", "-o", str(tmp_path),
                                  "-p", "wings=3"])
     assert result.exit_code == 2
-    assert "bad parameters for detector 'cnn'" in result.output
+    assert "cnn: wings: unknown setting" in result.output
 
 
 def test_unknown_detector(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[int | None, typer.Option(help="Query budget per user (score/label modes).")] = None,
         seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in OUT (same settings).")] = False,
+        repair: Annotated[bool, typer.Option("--repair", help="Continue the run in OUT, dropping the bad lines of its results.jsonl (corrupt, duplicated or foreign records; reported) and attacking their users again.")] = False,
         goal: Annotated[Goal, GoalOpt] = Goal.evasion,
         placement: Annotated[Placement, PlacementOpt] = Placement.append,
         context: Annotated[str | None, typer.Option(help="Target context for every user (default: each user's last-post context).")] = None,
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
         """Attack every test user of a trained detector and score the attack.
 
         Users are the detector's recorded test split; results are appended per user to
-        OUT/results.jsonl (a killed run continues with --resume) and summarised in
+        OUT/results.jsonl (a killed run continues with --resume; a damaged results file is
+        refused, or cleaned with --repair) and summarised in
         OUT/summary.json: attack success and evasion rates, detector metrics before and
         after, queries, speed and text quality next to the real posts' yardstick."""
         from advseq.attack import AttackSpec
@@ -68,7 +70,7 @@ def register(app: typer.Typer) -> None:
         s = run_attack(ds, detector, attack_name, out=out, mode=mode.value, spec=spec,
                        attack_params=parse_params(param), surrogate=surrogate,
                        surrogate_detector=surrogate_detector, budget=budget, seed=seed,
-                       resume=resume, max_users=max_users, quality=quality, progress=progress)
+                       resume=resume, repair=repair, max_users=max_users, quality=quality, progress=progress)
         table = Table(title=f"{attack_name} ({mode.value}, {goal.value}) vs {s['detector']}", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -47,13 +47,14 @@ def register(app: typer.Typer) -> None:
     def train(
         data: Annotated[Path, DataArg],
         detector: Annotated[str, typer.Option("--detector", "-d", help="Detector name (see `advseq list detectors`).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (refused if it exists, unless --overwrite).")],
         seed: Annotated[int, typer.Option(help="Training seed (weights, batches, validation carve).")] = 0,
         epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
         device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")] = None,
         test_size: Annotated[float, typer.Option(help="Share of users held out for the test split.")] = 0.2,
         split_seed: Annotated[int, typer.Option(help="Seed of the stratified train/test split (PETGEN: 0).")] = 0,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Detector hyper-parameter key=value (repeatable), e.g. -p emb_dim=128.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model folder OUT whole (nothing of the old model is kept).")] = False,
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
             params["device"] = device
         ds = load(data, lenient=lenient)
         m = train_detector(ds, detector, out, seed=seed, params=params, test_size=test_size,
-                           split_seed=split_seed, progress=progress)
+                           split_seed=split_seed, progress=progress, overwrite=overwrite)
         console.print(metrics_table(f"{detector} on {ds.name} (test split, seed {seed})", m))
         console.print(f"trained in {m['train_seconds']:.1f}s ({m['epochs']} epochs, "
                       f"{m['train_users_per_second']} users/s); model in {out}", highlight=False)

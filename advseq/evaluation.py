@@ -44,7 +44,7 @@ from advseq.resume import (
 from advseq.schema import Dataset, DataSplit, User
 from advseq.storage import atomic_write_json, atomic_write_text
 from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode, surrogate_seed
-from advseq.training import SPLIT_FILE, data_record, recorded_split
+from advseq.training import SPLIT_FILE, check_out_folder, data_record, recorded_split
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,7 @@ def run_attack(
     lines instead, reports them and attacks their users again."""
     from advseq.progress import progress_bar
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    out = check_out_folder(out)
     resume = resume or repair
     spec = spec or AttackSpec()
     check_mode(mode)

@@ -9,12 +9,13 @@ data checksum, versions, git hash).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from advseq.detector import Detector, create_detector, load_detector
+from advseq.detector import Detector, create_detector, load_detector, read_config
 from advseq.errors import ConfigError
 from advseq.manifest import build_manifest, write_json
 from advseq.metrics import classification_metrics
@@ -24,8 +25,6 @@ from advseq.storage import replace_dir, scratch_dir_for
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.json"
 MANIFEST_FILE = "manifest.json"
-#: files only a model folder holds: a folder with none of them is not replaced
-_MODEL_MARKS = ("config.json", METRICS_FILE, SPLIT_FILE, MANIFEST_FILE, "checkpoint")
 
 
 def data_record(ds: Dataset) -> dict[str, Any]:
@@ -45,18 +44,20 @@ def train_detector(data: Dataset, detector: str, out: str | Path, *, seed: int =
     writes into it as it is (how a run matrix finishes a killed unit), ``False`` refuses,
     ``True`` builds the model in a scratch sibling and then replaces ``out`` whole, so no
     file of the old model survives (and the old model stays if training fails)."""
-    target = Path(out)
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{target}: exists and is not a folder; choose another --out")
+    target = check_out_folder(out)
     if overwrite is None or not target.is_dir() or not any(target.iterdir()):
         return _train_into(data, detector, target, seed=seed, params=params, test_size=test_size,
                            split_seed=split_seed, progress=progress)
     if not overwrite:
         raise ConfigError(f"{target} already exists; pass --overwrite to replace it whole or "
                           "choose another --out")
-    if not any((target / mark).exists() for mark in _MODEL_MARKS):
-        raise ConfigError(f"{target} is not a model folder (it has no config.json); not "
-                          "replacing it: choose another --out")
+    shown, target = target, target.resolve()
+    if not _is_model_folder(target):
+        raise ConfigError(f"{shown} is not a model folder (no advseq detector config.json); "
+                          "not replacing it: choose another --out")
+    if Path.cwd().resolve().is_relative_to(target):
+        raise ConfigError(f"{shown} holds the current folder; not replacing it: choose "
+                          "another --out")
     scratch = scratch_dir_for(target)
     try:
         metrics = _train_into(data, detector, scratch, seed=seed, params=params,
@@ -66,6 +67,31 @@ def train_detector(data: Dataset, detector: str, out: str | Path, *, seed: int =
         raise
     replace_dir(scratch, target)
     return metrics
+
+
+def check_out_folder(out: str | Path) -> Path:
+    """``out`` as a Path, or a :class:`ConfigError` when no folder can be written there
+    (a file is in the way, or the nearest existing folder is not writable)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{out}: {existing} is not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK) or (existing == out and not os.access(out, os.R_OK)):
+        raise ConfigError(f"{out}: {existing} is not writable; choose another --out")
+    return out
+
+
+def _is_model_folder(path: Path) -> bool:
+    """Whether ``path`` holds a saved detector (or the checkpoint of a killed training)."""
+    for folder in (path, path / "checkpoint"):
+        try:
+            read_config(folder)
+            return True
+        except ConfigError:
+            pass
+    return False
 
 
 def _train_into(data: Dataset, detector: str, out: Path, *, seed: int,

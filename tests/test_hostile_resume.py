@@ -283,6 +283,7 @@ def test_attack_out_is_a_file(cnn_dir, tmp_path: Path) -> None:
 @pytest.fixture
 def tfidf_dir(tmp_path: Path) -> Path:
     out = tmp_path / "tfidf"
+    out.mkdir()                     # an existing empty folder is no model to protect
     code, _, err = invoke("train", demo_data(), "-d", "tfidf-lr", "-o", out, "--no-progress")
     assert code == 0, err
     return out
@@ -409,6 +410,21 @@ def test_train_overwrite_never_replaces_a_folder_that_is_no_model(tmp_path: Path
     (out / "notes.txt").write_text("keep me")
     assert_refused(invoke(*TRAIN, "-o", out, "--overwrite"), f"{out} is not a model folder")
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_train_overwrite_never_replaces_a_foreign_config(tmp_path: Path) -> None:
+    out = tmp_path / "app"
+    out.mkdir()
+    (out / "config.json").write_text('{"name": "my app"}')
+    assert_refused(invoke(*TRAIN, "-o", out, "--overwrite"), f"{out} is not a model folder")
+    assert (out / "config.json").exists()
+
+
+def test_train_overwrite_never_replaces_the_current_folder(model_copy: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(model_copy)
+    assert_refused(invoke(*TRAIN, "-o", ".", "--overwrite"), ". holds the current folder")
+    assert (model_copy / "vocab.json").exists()
 
 
 def test_train_overwrite_keeps_the_old_model_when_training_fails(model_copy: Path) -> None:

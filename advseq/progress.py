@@ -1,4 +1,7 @@
-"""Progress bars for long work (rich), silent when not attached to a terminal unless forced."""
+"""Progress bars for long work (rich), silent when not attached to a terminal unless forced.
+
+Descriptions and status texts often quote user names (a run, a unit label); they are
+printed as text, never as rich markup, with unsafe characters shown escaped."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from advseq.errors import printable
 
 
 def progress_enabled(flag: bool | None = None) -> bool:
@@ -40,7 +45,8 @@ class _Bar:
     def update(self, **fields: Any) -> None:
         """Set ``total``, ``completed``, ``description`` or ``status`` text."""
         if self._p is not None:
-            self._p.update(self._t, **fields)
+            self._p.update(self._t, **{k: printable(v) if isinstance(v, str) else v
+                                       for k, v in fields.items()})
 
 
 @contextmanager
@@ -48,9 +54,10 @@ def progress_bar(description: str, total: float | None, *, enabled: bool | None 
     if not progress_enabled(enabled):
         yield _Bar(None, None)
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(description, total=total, status="")
+    columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}", markup=False))
+    console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(printable(description), total=total, status="")
         yield _Bar(progress, task)

@@ -3,19 +3,77 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
+from rich.text import Span, Text
 
-console = Console()
-err_console = Console(stderr=True)
+from advseq.errors import printable
+
+
+class PlainConsole(Console):
+    """A rich console that prints every string as the text it is: no markup (``[/]`` in a
+    path is two brackets and a slash), no emoji codes, no highlighting, and unsafe
+    characters such as ESC shown escaped (:func:`advseq.errors.printable`). This holds
+    for table cells, headers and titles too; style with :func:`styled`, never markup."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text, keep_layout=True), **kwargs)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterable[Segment]:
+        # every renderable's words reach the terminal as Text passing through here
+        return super().render(_safe_text(renderable) if isinstance(renderable, Text)
+                              else renderable, options)
+
+
+def _safe_text(text: Text) -> Text:
+    """``text`` with its unsafe characters escaped and its styles kept (escaped before
+    layout, so wrapping and table widths see the escapes)."""
+    plain = text.plain
+    if printable(plain, keep_layout=True) == plain:
+        return text
+    cuts = [j for i, c in enumerate(plain) if printable(c, keep_layout=True) != c
+            for j in (i, i + 1)]
+    safe = text.blank_copy()
+    for piece in text.divide(cuts):
+        escaped = printable(piece.plain, keep_layout=True)
+        if escaped != piece.plain:
+            piece = Text(escaped, style=piece.style,
+                         spans=[Span(0, len(escaped), span.style) for span in piece.spans])
+        safe.append_text(piece)
+    return safe
+
+
+console = PlainConsole()
+err_console = PlainConsole(stderr=True)
+
+
+def styled(text: str, style: str) -> Text:
+    """``text`` in a rich style (``"bold red"``), printed as given."""
+    return Text(printable(text, keep_layout=True), style=style)
+
+
+def print_error(message: str, *, prefix: str = "error", style: str = "bold red") -> None:
+    """``PREFIX: MESSAGE`` on stderr as exactly one line, however long the message and
+    whatever user text it quotes (newlines and escapes in it are shown escaped)."""
+    err_console.print(styled(f"{prefix}:", style), printable(message), soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:
     """Machine-readable output: JSON on stdout and nothing else there."""
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:      # a lone surrogate in user text: ASCII JSON escapes it
+        text = json.dumps(obj, indent=2)
+    typer.echo(text)
 
 
 def load(path: Path, *, lenient: bool = False, fmt: str | None = None):  # -> Dataset

@@ -9,7 +9,9 @@ point names a ``typer.Typer``, added as ``advseq NAME``::
 The plugin's module is imported whenever the CLI starts, so it should import nothing
 heavy at module level (no torch: import it inside the commands). A plugin that fails to
 load costs one warning line, never the CLI. Its commands may use the options and helpers
-re-exported here, so that they read like the core's commands.
+re-exported here, so that they read like the core's commands; ``console`` prints strings
+as text, never as rich markup (style with ``styled``), and ``print_error`` gives the one
+``error: ...`` line.
 """
 
 from __future__ import annotations
@@ -18,14 +20,23 @@ from importlib.metadata import entry_points
 
 import typer
 
-from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, err_console, load
+from advseq.cli._common import (
+    DataArg,
+    LenientOpt,
+    ProgressOpt,
+    console,
+    load,
+    print_error,
+    styled,
+)
 from advseq.cli.attack import Goal, GoalOpt, Placement, PlacementOpt
 from advseq.cli.detect import parse_params
 
 GROUP = "advseq.cli"
 
 __all__ = ["GROUP", "DataArg", "Goal", "GoalOpt", "LenientOpt", "Placement", "PlacementOpt",
-           "ProgressOpt", "add_plugin_commands", "console", "load", "parse_params"]
+           "ProgressOpt", "add_plugin_commands", "console", "load", "parse_params", "print_error",
+           "styled"]
 
 
 def add_plugin_commands(app: typer.Typer) -> None:
@@ -39,9 +50,8 @@ def add_plugin_commands(app: typer.Typer) -> None:
             if not isinstance(commands, typer.Typer):
                 raise TypeError(f"{ep.value} is a {type(commands).__name__}, not a typer.Typer")
         except Exception as err:  # a broken plugin must not take the CLI down with it
-            err_console.print(f"warning: CLI plugin {ep.name!r} ({ep.value}) not loaded: "
-                              f"{type(err).__name__}: {err}", markup=False, highlight=False,
-                              soft_wrap=True)
+            print_error(f"CLI plugin {ep.name!r} ({ep.value}) not loaded: "
+                        f"{type(err).__name__}: {err}", prefix="warning", style="yellow")
             continue
         app.add_typer(commands, name=ep.name)
         taken.add(ep.name)

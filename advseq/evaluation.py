@@ -137,6 +137,8 @@ def run_attack(
 
     out = check_out_folder(out)
     resume = resume or repair
+    if max_users is not None and max_users < 0:
+        raise ConfigError(f"max users must be >= 0 (0 means every test user), got {max_users}")
     spec = spec or AttackSpec()
     check_mode(mode)
     if surrogate is not None and mode != "transfer":

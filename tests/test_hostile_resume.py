@@ -280,6 +280,11 @@ def test_attack_out_is_a_file(cnn_dir, tmp_path: Path) -> None:
     assert out.read_text() == "keep me"
 
 
+def test_negative_max_users_refused(cnn_dir, tmp_path: Path) -> None:
+    assert_refused(attack(cnn_dir, tmp_path / "run", users=-5), "max users must be >= 0")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def tfidf_dir(tmp_path: Path) -> Path:
     out = tmp_path / "tfidf"

@@ -58,7 +58,8 @@ class ResultsFile:
 
     def refuse(self) -> DataError:
         first = self.bad[0]
-        more = f" (and {len(self.bad) - 1} more bad lines)" if len(self.bad) > 1 else ""
+        n = len(self.bad) - 1
+        more = f" (and {n} more bad line{'s' if n > 1 else ''})" if n else ""
         return DataError(self.path, f"{first.problem}{more}; pass --repair to drop the bad lines "
                                     "and attack their users again", line=first.line)
 

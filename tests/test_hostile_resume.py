@@ -151,7 +151,7 @@ def test_corrupt_middle_line_is_refused(run: Path, finished: Path, make, problem
     (run / RESULTS_FILE).write_bytes(raw)
     line = assert_refused(attack(_detector(run), run, "--resume"),
                           f"{run / RESULTS_FILE}:3: {problem}", "--repair")
-    assert "more bad lines" not in line
+    assert "more bad line" not in line
     assert (run / RESULTS_FILE).read_bytes() == raw          # refused: nothing touched
     assert not (run / SUMMARY_FILE).exists()
 
@@ -164,7 +164,7 @@ def test_several_bad_lines_are_counted_in_one_line(run: Path) -> None:
     old = lines(run)
     write_lines(run, [old[0], "oops\n", *old[1:5], "{}\n", *old[5:]])
     assert_refused(attack(_detector(run), run, "--resume"),
-                   f"{RESULTS_FILE}:2: malformed JSON", "(and 1 more bad lines)")
+                   f"{RESULTS_FILE}:2: malformed JSON", "(and 1 more bad line)")
 
 
 def test_repair_keeps_every_valid_record(run: Path, finished: Path, demo, cnn_dir: Path) -> None:

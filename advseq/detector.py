@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from advseq.config import Configurable
+from advseq.config import Configurable, build
 from advseq.errors import ConfigError
 from advseq.schema import User
-from advseq.storage import construct, read_model_config, write_model_config
+from advseq.storage import CONFIG_FILE, construct, read_model_config, write_model_config
 
 if TYPE_CHECKING:
     import torch
@@ -174,18 +174,15 @@ class CallableDetector(Detector):
 
 def read_config(path: Path) -> dict[str, Any]:
     """The ``config.json`` of a saved detector folder, validated."""
-    return read_model_config(path, FORMAT, "detector", required=("detector",))
+    return read_model_config(path, FORMAT, "detector", required=("detector", "params"),
+                             types={"detector": str, "params": dict, "fit_info": dict, "state": dict})
 
 
 def create_detector(name: str, **params: Any) -> Detector:
     """A new, untrained detector from the registry."""
     from advseq import registry
 
-    cls = registry.detectors.get(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ConfigError(f"bad parameters for detector {name!r}: {err}") from None
+    return build(registry.detectors.get(name), params, name)
 
 
 def load_detector(path: str | Path) -> Detector:
@@ -194,5 +191,8 @@ def load_detector(path: str | Path) -> Detector:
 
     path = Path(path)
     config = read_config(path)
-    cls = registry.detectors.get(config["detector"])
+    try:
+        cls = registry.detectors.get(config["detector"])
+    except ConfigError as err:
+        raise ConfigError(f"{path / CONFIG_FILE}: {err}") from None
     return cls.load(path)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advseq.config import SEED, Bool, Choice, Device, Float, Int
 from advseq.detector import Detector, SoftPostDetector
 from advseq.errors import ConfigError
 from advseq.schema import Dataset, User
@@ -38,10 +39,11 @@ from advseq.storage import (
     WEIGHTS_FILE,
     atomic_write_with,
     load_safetensors,
+    read_vocabulary,
     require_file,
     save_safetensors,
 )
-from advseq.text import Tokenizer, Vocabulary
+from advseq.text import SPECIALS, Tokenizer, Vocabulary
 
 
 @dataclass
@@ -178,6 +180,13 @@ class TorchDetector(Detector):
     persistence. Subclasses provide :meth:`_prepare`, :meth:`tensorize` and
     :meth:`build_module`; a batch needs ``labels``, ``index()`` and ``to()``."""
 
+    param_rules = {
+        "max_posts": Int(2, 10_000), "epochs": Int(1, 100_000), "batch_size": Int(1, 1 << 20),
+        "lr": Float(0, low_open=True), "weight_decay": Float(0), "dropout": Float(0, 1, high_open=True),
+        "patience": Int(0), "valid_size": Float(0, 1, high_open=True), "monitor": Choice("auc", "loss"),
+        "class_weight": Choice(None, "balanced"), "grad_clip": Float(0), "seed": SEED, "device": Device(),
+    }
+
     def __init__(
         self,
         *,
@@ -209,12 +218,6 @@ class TorchDetector(Detector):
         self.seed = seed
         self.device = device
         self.fit_info_ = {}
-        if monitor not in ("auc", "loss"):
-            raise ConfigError(f"monitor must be 'auc' or 'loss', got {monitor!r}")
-        if class_weight not in (None, "balanced"):
-            raise ConfigError(f"class_weight must be None or 'balanced', got {class_weight!r}")
-        if max_posts < 2:
-            raise ConfigError("max_posts must be >= 2")
 
     @abstractmethod
     def _prepare(self, train: Sequence[User]) -> None:
@@ -240,10 +243,7 @@ class TorchDetector(Detector):
 
     @property
     def torch_device(self) -> torch.device:
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but torch sees no GPU; install a CUDA build "
-                              "of torch (see README) or use --device cpu")
-        return torch.device(self.device)
+        return torch.device(self.device)      # checked against what torch offers when constructed
 
     def _state_arrays(self) -> list[np.ndarray]:
         self._check_fitted()
@@ -368,6 +368,9 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
     """Token-level neural detectors (a :class:`SequenceModule` over the detector's own
     vocabulary), with the white-box soft-post capability."""
 
+    param_rules = {"max_tokens": Int(1, 10_000), "min_freq": Int(1), "max_vocab": Int(len(SPECIALS) + 1),
+                   "lowercase": Bool(), "word_dropout": Float(0, 1, high_open=True)}
+
     def __init__(self, *, max_tokens: int = 30, min_freq: int = 2, max_vocab: int = 30000,
                  lowercase: bool = True, word_dropout: float = 0.0, **common: Any) -> None:
         super().__init__(**common)
@@ -376,10 +379,6 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         self.max_vocab = max_vocab
         self.lowercase = lowercase
         self.word_dropout = word_dropout
-        if max_tokens < 1:
-            raise ConfigError("max_tokens must be >= 1")
-        if not 0.0 <= word_dropout < 1.0:
-            raise ConfigError("word_dropout must be in [0, 1)")
 
     def _augment(self, batch: PostBatch, gen: torch.Generator) -> PostBatch:
         """Word dropout: each real token becomes <unk> with probability ``word_dropout``."""
@@ -410,7 +409,7 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         return {"vocab": VOCAB_FILE, "vocab_size": len(self.vocab_)}
 
     def _load_extra(self, path: Path, state: dict[str, Any]) -> None:
-        self.vocab_ = Vocabulary.load(require_file(path / VOCAB_FILE))
+        self.vocab_ = read_vocabulary(path / VOCAB_FILE)
         self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
 
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,

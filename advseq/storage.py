@@ -191,11 +191,51 @@ class TextCache(Generic[V]):
 
 
 # ---- model folders ---------------------------------------------------------------------
+#: the largest JSON file of a model folder advseq reads (configs, vocabularies, n-grams)
+MAX_JSON_BYTES = 256 << 20
+
+
+def one_line(err: BaseException | str, limit: int = 300) -> str:
+    """An error message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def require_file(file: Path) -> Path:
-    """``file``, or a :class:`ConfigError` saying its folder is missing it."""
+    """``file``, or a :class:`ConfigError` saying its folder is missing it (or that it is
+    not a regular file)."""
     if not file.is_file():
+        if file.exists():
+            raise ConfigError(f"{file}: not a regular file")
         raise ConfigError(f"{file.parent} is missing {file.name}")
     return file
+
+
+def read_json_file(file: Path, what: str) -> Any:
+    """The JSON value in ``file`` (a part of a model folder, described by ``what``); a
+    :class:`ConfigError` naming the file when it is missing, too large, not UTF-8, not
+    JSON or nested too deep."""
+    require_file(file)
+    try:
+        if file.stat().st_size > MAX_JSON_BYTES:
+            raise ConfigError(f"{file}: {what} larger than {MAX_JSON_BYTES >> 20} MB")
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:   # ValueError: bad UTF-8 or JSON
+        raise ConfigError(f"{file}: cannot read {what} ({one_line(err)})") from None
+
+
+def read_vocabulary(file: Path):  # -> Vocabulary
+    """The :class:`~advseq.text.Vocabulary` saved in ``file``; a :class:`ConfigError`
+    naming the file when it is missing or not a vocabulary."""
+    from advseq.text import Vocabulary
+
+    data = read_json_file(file, "vocabulary")
+    try:
+        if not isinstance(data, dict) or not all(isinstance(t, str) for t in data.get("tokens") or [0]):
+            raise ConfigError("not an advseq vocabulary (expected format 'advseq-vocab/1')")
+        return Vocabulary.from_dict(data)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ConfigError(f"{file}: {one_line(err)}") from None
 
 
 def save_safetensors(file: str | Path, weights: torch.nn.Module | Mapping[str, torch.Tensor]) -> Path:
@@ -212,13 +252,37 @@ def save_safetensors(file: str | Path, weights: torch.nn.Module | Mapping[str, t
 def load_safetensors(module: torch.nn.Module, file: Path, *, what: str, device: str = "cpu") -> None:
     """Load the safetensors ``file`` into ``module`` (tied tensors restored); a
     :class:`ConfigError` when it is missing or does not fit ``what`` (the model's name)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     require_file(file)
     try:
         load_model(module, str(file), device=device)
-    except RuntimeError as err:
-        raise ConfigError(f"{file} does not fit {what}: {err}") from None
+    except SafetensorError as err:
+        raise ConfigError(f"{file}: not a readable safetensors file ({one_line(err)})") from None
+    except (RuntimeError, ValueError, OSError) as err:
+        raise ConfigError(f"{file} does not fit {what}: {one_line(err)}") from None
+
+
+def load_safetensors_arrays(file: Path, shapes: Mapping[str, Callable[[tuple[int, ...]], bool]]
+                            ) -> dict[str, Any]:
+    """The numpy arrays of the safetensors ``file``, each name of ``shapes`` present with a
+    floating-point dtype and a shape its predicate accepts; else a :class:`ConfigError`."""
+    import numpy as np
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    require_file(file)
+    try:
+        arrays = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ConfigError(f"{file}: not a readable safetensors file ({one_line(err)})") from None
+    for name, fits in shapes.items():
+        arr = arrays.get(name)
+        if arr is None or not np.issubdtype(arr.dtype, np.floating) or not fits(arr.shape):
+            got = "missing" if arr is None else f"{arr.dtype} of shape {list(arr.shape)}"
+            raise ConfigError(f"{file}: tensor {name!r} does not fit this model ({got})")
+    return arrays
 
 
 def write_model_config(path: str | Path, fmt: str, fields: Mapping[str, Any]) -> Path:
@@ -244,29 +308,45 @@ def save_model_folder(path: str | Path, fmt: str, fields: Mapping[str, Any], *,
 
 
 def read_model_config(path: str | Path, fmt: str, what: str, *,
-                      required: Sequence[str] = ()) -> dict[str, Any]:
+                      required: Sequence[str] = (),
+                      types: Mapping[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
     """``path/config.json`` of a model saved with format tag ``fmt``; a
     :class:`ConfigError` naming ``what`` (e.g. ``"detector"``) when the file is absent,
-    unreadable, of another format or lacks a ``required`` key."""
+    unreadable, of another format, lacks a ``required`` key or holds a key of another
+    JSON type than ``types`` gives (``dict`` for an object, ``str``, ...)."""
     path = Path(path)
     cfg = path / CONFIG_FILE
-    if not cfg.is_file():
+    if not cfg.exists():
         raise ConfigError(f"{path} is not a saved {what} (no {CONFIG_FILE})")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{cfg}: cannot read ({err})") from None
-    if not isinstance(config, dict) or config.get("format") != fmt \
-            or any(k not in config for k in required):
+    config = read_json_file(cfg, f"the {what} config")
+    if not isinstance(config, dict) or config.get("format") != fmt:
         raise ConfigError(f"{cfg}: not an advseq {what} config (format {fmt!r} expected)")
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ConfigError(f"{cfg}: not a complete {what} config (no {', '.join(map(repr, missing))})")
+    for key, kind in (types or {}).items():
+        if key in config and not isinstance(config[key], kind):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(_JSON_TYPES.get(k, k.__name__) for k in kinds)
+            raise ConfigError(f"{cfg}: {key!r} must be {names}, got {type(config[key]).__name__}")
     return config
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false"}
 
 
 def construct(cls: Callable[..., V], params: Mapping[str, Any], path: str | Path) -> V:
     """``cls(**params)`` for a model loaded from folder ``path``; a :class:`ConfigError`
     when the saved parameters do not fit the class."""
+    from advseq.config import ParamError, build, owner_name
+
+    file = Path(path) / CONFIG_FILE
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise ConfigError(f"{file}: 'params' must be an object of settings")
     try:
-        return cls(**params)
-    except TypeError as err:
-        name = getattr(cls, "__name__", str(cls))
-        raise ConfigError(f"{Path(path) / CONFIG_FILE}: parameters do not fit {name} ({err})") from None
+        return build(cls, params, owner_name(cls) if isinstance(cls, type) else str(cls))
+    except ParamError as err:
+        raise ConfigError(f"{file}: params.{err.key}: {err.problem}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{file}: {err}") from None

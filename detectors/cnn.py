@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advseq.config import DIM_MAX, Int, Items
 from advseq.neural import NeuralDetector, PostBatch, SequenceModule, length_mask, masked_mean
 
 
@@ -46,6 +47,8 @@ class TextCNNDetector(NeuralDetector):
     """TextCNN post encoder (widths 2-4) + GRU over posts; the fast deep detector."""
 
     name = "cnn"
+    param_rules = {"emb_dim": Int(1, DIM_MAX), "filters": Int(1, DIM_MAX), "widths": Items(Int(1, 64), max_len=16),
+                   "seq_hidden": Int(1, DIM_MAX)}
 
     def __init__(self, *, emb_dim: int = 128, filters: int = 64, widths: tuple[int, ...] | list[int] = (2, 3, 4),
                  seq_hidden: int = 64, **common: Any) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from advseq.config import SEED, Choice, Int, ParamError, Table, Text
 from advseq.detector import ALL_CAPABILITIES, Detector, create_detector, load_detector
 from advseq.errors import ConfigError
 from advseq.schema import Dataset, User
@@ -61,18 +62,17 @@ class EnsembleDetector(Detector):
     largest) logit."""
 
     name = "ensemble"
+    param_rules = {"member": Text(), "size": Int(1, 100), "member_params": Table(none=True),
+                   "combine": Choice(*COMBINE), "seed": SEED}
 
     def __init__(self, *, member: str = "hlstm", size: int = 3,
                  member_params: dict[str, Any] | None = None, combine: str = "mean",
                  seed: int = 0) -> None:
-        if combine not in COMBINE:
-            raise ConfigError(f"ensemble combine must be one of {', '.join(COMBINE)}, got {combine!r}")
         if member == self.name:
-            raise ConfigError("an ensemble's members cannot be ensembles")
-        if size < 1:
-            raise ConfigError(f"ensemble size must be >= 1, got {size}")
+            raise ParamError("member", "an ensemble's members cannot be ensembles", self.name)
         if member_params and "seed" in member_params:
-            raise ConfigError("ensemble members take seeds seed, seed + 1, ...; drop 'seed' from member_params")
+            raise ParamError("member_params.seed", "members take seeds seed, seed + 1, ...; leave it out",
+                             self.name)
         self.member = member
         self.size = size
         self.member_params = dict(member_params or {})
@@ -81,7 +81,11 @@ class EnsembleDetector(Detector):
         self.members_: list[Detector] = []
         self.fit_info_ = {}
         # fail early on a bad kind or parameter; its class says what members can offer
-        self._member_caps = frozenset(create_detector(member, seed=seed, **self.member_params).capabilities)
+        try:
+            probe = create_detector(member, seed=seed, **self.member_params)
+        except ParamError as err:
+            raise ParamError(f"member_params.{err.key}", err.problem, self.name) from None
+        self._member_caps = frozenset(probe.capabilities)
 
     capabilities = _Offered()  # type: ignore[assignment]
 
@@ -167,8 +171,10 @@ class EnsembleDetector(Detector):
 
     def _load_state(self, path: Path, state: dict[str, Any]) -> None:
         folders = state.get("members") or []
-        if len(folders) != self.size:
-            raise ConfigError(f"{path}: the ensemble records {len(folders)} members, its size is {self.size}")
+        expected = [f"{MEMBERS_DIR}/{i}" for i in range(self.size)]
+        if folders != expected:
+            raise ConfigError(f"{path / 'config.json'}: state.members must be {expected} "
+                              f"(the ensemble's size is {self.size})")
         self.members_ = [load_detector(path / f) for f in folders]
         kinds = {m.name for m in self.members_}
         if kinds != {self.member}:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advseq.config import DIM_MAX, Int
 from advseq.neural import NeuralDetector, PostBatch, SequenceModule
 
 
@@ -52,6 +53,7 @@ class HierarchicalLSTMDetector(NeuralDetector):
     """PETGEN's two-level LSTM (embedding 512 -> post LSTM 256 -> sequence LSTM 128)."""
 
     name = "hlstm"
+    param_rules = {"emb_dim": Int(1, DIM_MAX), "post_hidden": Int(1, DIM_MAX), "seq_hidden": Int(1, DIM_MAX)}
 
     def __init__(self, *, emb_dim: int = 512, post_hidden: int = 256, seq_hidden: int = 128,
                  **common) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advseq.config import DIM_MAX, Int
 from advseq.neural import TorchDetector, masked_mean, time_deltas
 from advseq.schema import User
 
@@ -57,6 +58,7 @@ class SentenceEncoderDetector(TorchDetector):
     """Frozen MiniLM post embeddings + attentive bi-GRU over the post sequence."""
 
     name = "sentence-encoder"
+    param_rules = {"hidden": Int(1, DIM_MAX), "embed_max_tokens": Int(1, 512)}  # MiniLM reads 512 at most
 
     def __init__(self, *, hidden: int = 128, embed_max_tokens: int = 64, **common: Any) -> None:
         common.setdefault("epochs", 40)

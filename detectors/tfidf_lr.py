@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from advseq.config import SEED, AnyOf, Bool, Choice, Float, Int, ParamError
 from advseq.detector import Detector
 from advseq.errors import ConfigError
 from advseq.schema import User
+from advseq.storage import load_safetensors_arrays, read_json_file
 
 POST_JOIN = "\n"
 
@@ -27,6 +29,13 @@ class TfidfLogisticDetector(Detector):
     """TF-IDF (char 2-5 n-grams) of the concatenated posts + logistic regression."""
 
     name = "tfidf-lr"
+    param_rules = {
+        "analyzer": Choice("char_wb", "char", "word"), "ngram_min": Int(1, 100), "ngram_max": Int(1, 100),
+        "min_df": AnyOf(Int(1), Float(0, 1, ints=False), what="a count >= 1 or a share in [0.0, 1.0]"),
+        "max_features": Int(1, none=True), "sublinear_tf": Bool(), "lowercase": Bool(),
+        "C": Float(0, low_open=True), "max_posts": Int(0, none=True),
+        "class_weight": Choice(None, "balanced"), "seed": SEED,
+    }
 
     def __init__(self, *, analyzer: str = "char_wb", ngram_min: int = 2, ngram_max: int = 5,
                  min_df: int = 2, max_features: int | None = 300_000, sublinear_tf: bool = True,
@@ -44,8 +53,8 @@ class TfidfLogisticDetector(Detector):
         self.class_weight = class_weight
         self.seed = seed
         self.fit_info_ = {}
-        if analyzer not in ("char_wb", "char", "word"):
-            raise ConfigError(f"analyzer must be char_wb, char or word, got {analyzer!r}")
+        if ngram_min > ngram_max:
+            raise ParamError("ngram_max", f"must be >= ngram_min ({ngram_min}), got {ngram_max}", self.name)
 
     def _vectorizer(self, vocabulary: dict[str, int] | None = None):  # -> TfidfVectorizer
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -80,9 +89,15 @@ class TfidfLogisticDetector(Detector):
         return self
 
     def _state_arrays(self) -> list[np.ndarray]:
-        terms = json.dumps(sorted(self.vectorizer_.vocabulary_.items())).encode()
-        return [np.frombuffer(terms, dtype=np.uint8), self.vectorizer_.idf_, self.coef_,
-                np.array([self.intercept_])]
+        if not hasattr(self, "coef_"):
+            raise ConfigError("tfidf-lr is not trained: call fit() or load()")
+        # scikit-learn's fitted vocabulary holds numpy ints, a loaded one Python ints; the
+        # idf is float32 when fitted, float64 when loaded: one form for both, so a model
+        # and its saved copy share a fingerprint
+        vocab = getattr(self.vectorizer_, "vocabulary_", None) or self.vectorizer_.vocabulary
+        terms = json.dumps(sorted((t, int(i)) for t, i in vocab.items())).encode()
+        return [np.frombuffer(terms, dtype=np.uint8), np.asarray(self.vectorizer_.idf_, dtype=np.float64),
+                self.coef_, np.array([self.intercept_])]
 
     def decision_function(self, users: Sequence[User]) -> np.ndarray:
         if not hasattr(self, "coef_"):
@@ -105,13 +120,14 @@ class TfidfLogisticDetector(Detector):
         return {"ngrams": "ngrams.json", "weights": "model.safetensors"}
 
     def _load_state(self, path: Path, state: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
-
-        try:
-            terms = json.loads((path / "ngrams.json").read_text(encoding="utf-8"))
-            arrays = load_file(str(path / "model.safetensors"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: cannot load tfidf-lr state ({err})") from None
+        terms_file = path / "ngrams.json"
+        terms = read_json_file(terms_file, "the n-gram vocabulary")
+        if not isinstance(terms, list) or not terms or not all(isinstance(t, str) for t in terms) \
+                or len(set(terms)) != len(terms):
+            raise ConfigError(f"{terms_file}: must be a list of distinct n-gram strings")
+        n = len(terms)
+        arrays = load_safetensors_arrays(path / "model.safetensors", {
+            "idf": lambda s: s == (n,), "coef": lambda s: s == (n,), "intercept": lambda s: s == (1,)})
         self.vectorizer_ = self._vectorizer({t: i for i, t in enumerate(terms)})
         self.vectorizer_.idf_ = arrays["idf"]
         self.coef_ = arrays["coef"]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advseq.config import DIM_MAX, Int
 from advseq.neural import NeuralDetector, PostBatch, SequenceModule, length_mask
 
 #: log1p(minutes) bucket edges: < 1 min, ~3 min, ~20 min, ~2.5 h, ~1 day, ~1 week, more
@@ -62,6 +63,7 @@ class TIESDetector(NeuralDetector):
     """TIES-style temporal interaction embeddings (content + time gap + position) + bi-GRU with attention."""
 
     name = "ties"
+    param_rules = {"emb_dim": Int(1, DIM_MAX), "hidden": Int(1, DIM_MAX)}
 
     def __init__(self, *, emb_dim: int = 128, hidden: int = 128, **common: Any) -> None:
         super().__init__(**common)

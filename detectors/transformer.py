@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advseq.config import DIM_MAX, Int, ParamError
 from advseq.neural import NeuralDetector, PostBatch, SequenceModule, length_mask, masked_mean
 
 
@@ -54,10 +55,14 @@ class TransformerDetector(NeuralDetector):
     """Transformer post encoder + Transformer encoder across posts."""
 
     name = "transformer"
+    param_rules = {"d_model": Int(1, DIM_MAX), "heads": Int(1, 1024), "post_layers": Int(0, 64),
+                   "seq_layers": Int(0, 64)}
 
     def __init__(self, *, d_model: int = 128, heads: int = 4, post_layers: int = 1,
                  seq_layers: int = 2, **common: Any) -> None:
         super().__init__(**common)
+        if d_model % heads:
+            raise ParamError("heads", f"must divide d_model ({d_model}), got {heads}", self.name)
         self.d_model = d_model
         self.heads = heads
         self.post_layers = post_layers

@@ -136,7 +136,7 @@ def test_append_keeps_last_posts(trained, tiny: Dataset) -> None:
 def test_unknown_detector_and_bad_params() -> None:
     with pytest.raises(ConfigError, match="unknown detector"):
         create_detector("nope")
-    with pytest.raises(ConfigError, match="bad parameters"):
+    with pytest.raises(ConfigError, match="wings: unknown setting"):
         create_detector("hlstm", wings=2)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import own_posts, pick_best, truncate_post
+from advseq.config import SEED, Choice, Int
 from advseq.errors import ConfigError
 from advseq.schema import BENIGN, Dataset
 from advseq.threat import ThreatModel
@@ -29,10 +30,9 @@ class CopycatAttack(Attack):
 
     name = "copycat"
     paper = "He, Ahamad, Kumar. PETGEN. KDD 2021 (Copycat baseline)"
+    param_rules = {"choice": Choice("random", "best"), "max_candidates": Int(1, 100_000), "seed": SEED}
 
     def __init__(self, *, choice: str = "random", max_candidates: int = 50, seed: int = 0) -> None:
-        if choice not in ("random", "best"):
-            raise ConfigError(f"choice must be 'random' or 'best', got {choice!r}")
         self.choice = choice
         self.max_candidates = max_candidates
         self.seed = seed

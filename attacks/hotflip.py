@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from advseq.attack import Attack, AttackOutput, AttackTask
 from advseq.candidates import copycat_posts
+from advseq.config import SEED, Int
 from advseq.threat import ThreatModel
 from advseq.token_search import encode_post, hotflip_search
 
@@ -32,6 +33,8 @@ class HotFlipAttack(Attack):
     name = "hotflip"
     requires = frozenset({"gradient"})
     paper = "Ebrahimi et al. HotFlip: White-Box Adversarial Examples for Text Classification. ACL 2018"
+    param_rules = {"beam_width": Int(1, 1000), "candidates": Int(1, 100_000), "max_flips": Int(0, 1000),
+                   "seed": SEED}
 
     def __init__(self, *, beam_width: int = 3, candidates: int = 10, max_flips: int = 5,
                  seed: int = 0) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import pick_best
+from advseq.config import SEED, Float, Int, Table
 from advseq.errors import ConfigError
 from advseq.lm import PostLM, reference_lm
 from advseq.schema import Dataset
@@ -40,15 +41,11 @@ class GenericLMAttack(Attack):
     name = "lm-generic"
     paper = ("He, Ahamad, Kumar. PETGEN. KDD 2021 (plain LM generation baseline; advseq's "
              "word-level GPT-2 PostLM instead of RelGAN)")
+    param_rules = {"temperature": Float(0, 100, low_open=True), "top_p": Float(0, 1, low_open=True),
+                   "candidates": Int(1, 10_000), "lm": Table(none=True), "seed": SEED}
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 0.9, candidates: int = 1,
                  lm: dict[str, Any] | None = None, seed: int = 0) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 < top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
-        if candidates < 1:
-            raise ConfigError(f"candidates must be >= 1, got {candidates}")
         self.temperature = temperature
         self.top_p = top_p
         self.candidates = candidates

@@ -25,6 +25,7 @@ import torch
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import copycat_posts
+from advseq.config import SEED, Int, Text
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
@@ -45,11 +46,11 @@ class UniversalTriggerAttack(Attack):
     name = "unitrigger"
     requires = frozenset({"gradient"})
     paper = "Wallace et al. Universal Adversarial Triggers for Attacking and Analyzing NLP. EMNLP 2019"
+    param_rules = {"trigger_tokens": Int(1, 64), "iterations": Int(0, 100_000), "batch_users": Int(1, 100_000),
+                   "candidates": Int(1, 100_000), "init": Text(limit=100), "seed": SEED}
 
     def __init__(self, *, trigger_tokens: int = 3, iterations: int = 15, batch_users: int = 32,
                  candidates: int = 10, init: str = "the", seed: int = 0) -> None:
-        if trigger_tokens < 1:
-            raise ConfigError("trigger_tokens must be >= 1")
         self.trigger_tokens = trigger_tokens
         self.iterations = iterations
         self.batch_users = batch_users

@@ -66,6 +66,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
+from advseq.config import SEED, Bool, Choice, Int, Text
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.threat import SURROGATE_DETECTOR, ThreatModel, surrogate_seed
@@ -92,6 +93,10 @@ class PETGENAttack(Attack):
              "Embedding-based Classification Models. KDD 2021")
     requires = frozenset()   # adapts: gradient -> trains on it; otherwise trains a surrogate
     default_recency = True
+    param_rules = {**PETGENSettings.param_rules, "generator": Text(none=True),
+                   "refine_flips": Int(0, 1000), "refine_top_k": Int(1, 100_000), "refine_starts": Int(1, 1000),
+                   "choose": Choice("auto", "natural", "goal"), "natural_context": Bool(),
+                   "surrogate_detector": Text(), "seed": SEED}
 
     def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
                  refine_top_k: int = 100, refine_starts: int = 8, choose: str = "auto",
@@ -103,8 +108,6 @@ class PETGENAttack(Attack):
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
-        if choose not in ("auto", "natural", "goal"):
-            raise ConfigError(f"{self.name}: choose must be auto, natural or goal, got {choose!r}")
         self.choose = choose
         self.natural_context = natural_context
         self.surrogate_detector = surrogate_detector

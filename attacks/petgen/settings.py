@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from advseq.config import Configurable
+from advseq.config import SEED, Bool, Configurable, Device, Float, Int, Table
 from advseq.errors import ConfigError
 
 
@@ -16,6 +16,21 @@ class PETGENSettings(Configurable):
     adversarial fine-tuning (``adv_steps`` .. ``recent_k``: which terms, their weights),
     best-of-k selection rounds (``select`` .. ``select_margin``) and sampling
     (``candidates`` .. ``context_boost``)."""
+
+    param_rules = {
+        "n_prefix": Int(1, 256), "max_posts": Int(1, 10_000), "mle_positions": Int(1, 1000),
+        "mle_epochs": Int(0, 10_000), "mle_lr": Float(0, low_open=True), "adv_steps": Int(0, 1_000_000),
+        "batch_size": Int(1, 1 << 20), "lr": Float(0, low_open=True), "d_lr": Float(0, low_open=True),
+        "tau": Float(0, low_open=True), "gan": Bool(), "attack": Bool(), "recency": Bool(none=True),
+        "relevancy": Bool(), "w_gan": Float(0), "w_attack": Float(0), "w_recency": Float(0),
+        "w_relevancy": Float(0), "w_mle": Float(0), "recent_k": Int(1, 1000), "select": Bool(),
+        "rounds": Int(0, 100), "select_k": Int(1, 10_000), "select_epochs": Int(0, 10_000),
+        "select_real_share": Float(0, 1), "select_temperature": Float(0, low_open=True, none=True),
+        "select_margin": Float(0, 0.5, high_open=True, none=True), "candidates": Int(1, 10_000),
+        "temperature": Float(0, 100, low_open=True), "top_p": Float(0, 1, low_open=True),
+        "max_repeats": Int(1, 10_000, none=True), "no_repeat_ngram": Int(2, 100, none=True),
+        "context_boost": Float(0), "lm": Table(none=True), "seed": SEED, "device": Device(),
+    }
 
     def __init__(self, *, n_prefix: int = 4, max_posts: int = 20, mle_positions: int = 4,
                  mle_epochs: int = 3, mle_lr: float = 2e-3, adv_steps: int = 60,
@@ -66,16 +81,6 @@ class PETGENSettings(Configurable):
         self.lm = lm
         self.seed = seed
         self.device = device
-        if candidates < 1 or adv_steps < 0 or mle_epochs < 0:
-            raise ConfigError("candidates must be >= 1, adv_steps and mle_epochs >= 0")
-        if select_margin is not None and not 0.0 <= select_margin < 0.5:
-            raise ConfigError(f"select_margin must be in [0, 0.5), got {select_margin}")
-        if no_repeat_ngram is not None and no_repeat_ngram < 2:
-            raise ConfigError(f"no_repeat_ngram must be >= 2 (or None: off), got {no_repeat_ngram}")
-        if context_boost < 0:
-            raise ConfigError(f"context_boost must be >= 0, got {context_boost}")
-        if select_temperature is not None and select_temperature <= 0:
-            raise ConfigError(f"select_temperature must be > 0, got {select_temperature}")
 
 
 #: Every PETGEN setting and its default, in the constructor's order.

@@ -57,6 +57,7 @@ import numpy as np
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import copycat_posts
+from advseq.config import SEED, Text
 from advseq.errors import ConfigError, QueryBudgetExceeded, ResourceMissing
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
@@ -179,6 +180,7 @@ class TextAttackAttack(Attack):
     """
 
     requires = frozenset({"score"})
+    param_rules = {"seed": SEED}
     seed: int
 
     def build(self, wrapper: UserSequenceWrapper) -> Any:
@@ -339,6 +341,7 @@ class TextAttackRecipeAttack(TextAttackAttack):
     """Any offline-capable TextAttack recipe (deepwordbug, pruthi, pwws, ...) on the new post."""
 
     name = "textattack"
+    param_rules = {"recipe": Text(limit=100)}
 
     def __init__(self, *, recipe: str = "deepwordbug", seed: int = 0) -> None:
         if recipe not in RECIPES:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from advseq.attack import AttackSpec, AttackTask
-from advseq.errors import ConfigError
+from advseq.config import Float, Int
 from advseq.schema import Dataset
 from advseq.threat import ThreatModel
 from attacks.textattack.recipe import TextAttackAttack, UserSequenceWrapper
@@ -188,15 +188,11 @@ class TextBuggerAttack(TextAttackAttack):
 
     name = "textbugger"
     paper = PAPER
+    param_rules = {"similarity": Float(0, 1), "max_candidates": Int(0, 10_000),
+                   "vocab_size": Int(1, 10_000_000)}
 
     def __init__(self, *, similarity: float = 0.8, max_candidates: int = 5,
                  vocab_size: int = 100_000, seed: int = 0) -> None:
-        if not 0.0 <= similarity <= 1.0:
-            raise ConfigError(f"similarity must be in [0, 1], got {similarity}")
-        if max_candidates < 0:
-            raise ConfigError(f"max_candidates must be >= 0, got {max_candidates}")
-        if vocab_size < 1:
-            raise ConfigError(f"vocab_size must be >= 1, got {vocab_size}")
         self.similarity = similarity
         self.max_candidates = max_candidates
         self.vocab_size = vocab_size

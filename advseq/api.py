@@ -18,7 +18,10 @@ def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | 
     """
     from advseq.pipeline import load_config, run_matrix
     from advseq.report import build_report
+    from advseq.run_config import check_seed
 
+    if seed is not None:
+        check_seed(seed)
     cfg = load_config(config, out=out)
     if seed is not None:
         cfg.seed = seed

@@ -27,10 +27,13 @@ def run_demo(out: str | Path, *, seed: int = 0, progress: bool | None = None,
     from advseq.cli.data import render_info
     from advseq.io import load_dataset
     from advseq.paths import demo_data
+    from advseq.run_config import check_out_folder, check_seed
 
     console = console or Console()
     if not DEMO_CONFIG.is_file():
         raise ResourceMissing(f"{DEMO_CONFIG} not found: run advseq demo from a source checkout")
+    check_seed(seed)
+    check_out_folder(Path(out), "--out")
     t0 = time.perf_counter()
     render_info(describe(load_dataset(demo_data()), seed=seed))
     res = robustness_run(DEMO_CONFIG, out=out, seed=seed, progress=progress, console=console)

@@ -5,7 +5,9 @@ Every unit of work (a trained detector, an attack run, a retraining loop) is
 content-addressed — its folder name ends in a hash of its config, the data checksum
 and the seed — so finished units are reused by later runs and a killed run picks up
 where it stopped (an interrupted attack resumes from its records). ``index.json`` lists
-every unit with its status; ``advseq report`` reads it.
+every unit with its status; ``advseq report`` reads it. The config is read and checked by
+:mod:`advseq.run_config`; names are labels, whose folders are safe slugs
+(:func:`~advseq.run_config.folder_name`: a plain name is its own folder).
 
 Config (TOML)::
 
@@ -45,185 +47,27 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest
+from advseq.run_config import (  # noqa: F401  (load_config and the config tables are used from here)
+    AttackCfg,
+    DatasetCfg,
+    DetectorCfg,
+    RetrainCfg,
+    RunConfig,
+    folder_name,
+    load_config,
+)
 from advseq.schema import Dataset
 from advseq.storage import atomic_write_json
-from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES, applicability, surrogate_seed
+from advseq.threat import applicability, surrogate_seed
 
 INDEX_FILE = "index.json"
-
-
-@dataclass
-class DatasetCfg:
-    name: str
-    path: Path
-
-
-@dataclass
-class DetectorCfg:
-    name: str
-    detector: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AttackCfg:
-    name: str
-    attack: str
-    modes: list[str]
-    params: dict[str, Any] = field(default_factory=dict)
-    budget: int | None = None
-    detectors: list[str] | None = None     #: only against these [[detectors]] labels
-
-
-@dataclass
-class RetrainCfg:
-    detector: str
-    attack: str
-    rounds: int = 3
-    mode: str = "white-box"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RunConfig:
-    name: str
-    out: Path
-    seed: int = 0
-    test_size: float = 0.2
-    split_seed: int = 0
-    quality: bool = True
-    max_users: int | None = None
-    goal: str = "evasion"
-    placement: str = "append"
-    ceiling: bool = False
-    ceiling_steps: int = 300
-    datasets: list[DatasetCfg] = field(default_factory=list)
-    detectors: list[DetectorCfg] = field(default_factory=list)
-    surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", SURROGATE_DETECTOR))
-    attacks: list[AttackCfg] = field(default_factory=list)
-    retrain: list[RetrainCfg] = field(default_factory=list)
-    source: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        def conv(x: Any) -> Any:
-            if isinstance(x, Path):
-                return str(x)
-            if isinstance(x, list):
-                return [conv(i) for i in x]
-            if hasattr(x, "__dataclass_fields__"):
-                return {k: conv(getattr(x, k)) for k in x.__dataclass_fields__}
-            return x
-        return conv(self)
-
-
-def _need(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in table:
-        raise ConfigError(f"{where}: missing key '{key}'")
-    value = table[key]
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: '{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
-def load_config(source: str | Path | Mapping[str, Any], *, out: str | Path | None = None) -> RunConfig:
-    """Read and validate a run config — a TOML file, or the same tables as a dict (relative
-    paths then resolve against the working directory); errors name the file and the key."""
-    from advseq.paths import REPO_DIR, demo_data, shared_data_dir
-
-    if isinstance(source, Mapping):
-        raw, path, base = dict(source), Path("<config>"), Path.cwd()
-        default_name = "run"
-    else:
-        path = Path(source)
-        base = path.parent
-        default_name = path.stem
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: invalid TOML ({err})") from None
-    run = raw.get("run", {})
-    name = str(run.get("name") or default_name)
-    cfg = RunConfig(
-        name=name,
-        out=Path(out) if out else (REPO_DIR / "runs" / name if not run.get("out") else
-                                   (base / run["out"]).resolve()),
-        seed=int(run.get("seed", 0)), test_size=float(run.get("test_size", 0.2)),
-        split_seed=int(run.get("split_seed", 0)), quality=bool(run.get("quality", True)),
-        max_users=int(run["max_users"]) if run.get("max_users") else None,
-        goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
-        ceiling=bool(run.get("ceiling", False)), ceiling_steps=int(run.get("ceiling_steps", 300)),
-        source=None if isinstance(source, Mapping) else str(path),
-    )
-    for i, d in enumerate(raw.get("datasets", [])):
-        where = f"{path}: [[datasets]] #{i + 1}"
-        dname = _need(d, "name", where, str)
-        if d.get("demo"):
-            dpath = demo_data()
-        elif "shared" in d:
-            root = shared_data_dir()
-            if root is None:
-                raise ConfigError(f"{where}: shared dataset {d['shared']!r} needs ../shared/data or $ADVSEQ_DATA")
-            dpath = root / str(d["shared"]) / "users.jsonl"
-        else:
-            dpath = (base / _need(d, "path", where, str)).resolve()
-        cfg.datasets.append(DatasetCfg(dname, dpath))
-    for i, d in enumerate(raw.get("detectors", [])):
-        where = f"{path}: [[detectors]] #{i + 1}"
-        label = _need(d, "name", where, str)
-        cfg.detectors.append(DetectorCfg(label, str(d.get("detector", label)), dict(d.get("params", {}))))
-    if "surrogate" in raw:
-        s = raw["surrogate"]
-        cfg.surrogate = DetectorCfg("surrogate", str(s.get("detector", SURROGATE_DETECTOR)),
-                                    dict(s.get("params", {})))
-    for i, a in enumerate(raw.get("attacks", [])):
-        where = f"{path}: [[attacks]] #{i + 1}"
-        label = _need(a, "name", where, str)
-        modes = list(a.get("modes", ["white-box"]))
-        bad = [m for m in modes if m not in THREAT_MODES]
-        if bad:
-            raise ConfigError(f"{where}: unknown mode(s) {bad}; use {', '.join(THREAT_MODES)}")
-        only = a.get("detectors")
-        if only is not None and (not isinstance(only, list) or not all(isinstance(x, str) for x in only)):
-            raise ConfigError(f"{where}: detectors must be a list of [[detectors]] labels")
-        cfg.attacks.append(AttackCfg(label, str(a.get("attack", label)), modes, dict(a.get("params", {})),
-                                     a.get("budget"), only))
-    labels = {d.name for d in cfg.detectors}
-    for i, a in enumerate(cfg.attacks):
-        unknown = sorted(set(a.detectors or ()) - labels)
-        if unknown:
-            raise ConfigError(f"{path}: [[attacks]] #{i + 1}: detectors {unknown} are not among the "
-                              f"[[detectors]] ({', '.join(sorted(labels))})")
-    attacks = {a.name for a in cfg.attacks}
-    for i, r in enumerate(raw.get("retrain", [])):
-        where = f"{path}: [[retrain]] #{i + 1}"
-        det = _need(r, "detector", where, str)
-        if det not in labels:
-            raise ConfigError(f"{where}: detector {det!r} is not one of the [[detectors]] ({', '.join(sorted(labels))})")
-        atk = _need(r, "attack", where, str)
-        params = dict(r.get("params", {}))
-        if atk in attacks and not params:
-            params = next(a.params for a in cfg.attacks if a.name == atk)
-        cfg.retrain.append(RetrainCfg(det, next((a.attack for a in cfg.attacks if a.name == atk), atk),
-                                      int(r.get("rounds", 3)), str(r.get("mode", "white-box")), params))
-    if not cfg.datasets or not cfg.detectors:
-        raise ConfigError(f"{path}: needs at least one [[datasets]] and one [[detectors]]")
-    from advseq import registry
-
-    for d in [*cfg.detectors, cfg.surrogate]:
-        registry.detectors.get(d.detector)       # unknown names fail now, not mid-run
-    for a in cfg.attacks:
-        registry.attacks.get(a.attack)
-    return cfg
 
 
 def unit_key(kind: str, config: dict[str, Any], checksum: str, seed: int) -> str:
@@ -262,7 +106,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             seed = surrogate_seed(cfg.seed) if det is cfg.surrogate else cfg.seed
             conf = {"detector": det.detector, "params": det.params, "test_size": cfg.test_size,
                     "split_seed": cfg.split_seed}
-            path = cfg.out / "models" / ds_cfg.name / f"{det.name}-{unit_key('detector', conf, checksum, seed)}"
+            path = cfg.out / "models" / ds_cfg.folder / f"{det.folder}-{unit_key('detector', conf, checksum, seed)}"
             model_dirs[det.name] = path
 
             def train(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path, seed: int = seed) -> dict[str, Any]:
@@ -277,7 +121,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                 continue          # the relaxation needs soft tokens; nothing to report otherwise
             conf = {"detector": det.name, "spec": spec.to_dict(), "max_users": cfg.max_users,
                     "steps": cfg.ceiling_steps}
-            path = cfg.out / "ceiling" / ds_cfg.name / f"{det.name}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
+            path = cfg.out / "ceiling" / ds_cfg.folder / f"{det.folder}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
 
             def ceiling(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path,
                         dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
@@ -299,7 +143,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                             "spec": spec.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
                             "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
                     key = unit_key("attack", conf, checksum, cfg.seed)
-                    path = cfg.out / "attacks" / ds_cfg.name / det.name / f"{atk.name}-{mode}-{key}"
+                    path = cfg.out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}-{key}"
                     if mode == "transfer":
                         skip = applicability(needs, mode, surrogate_caps, attack=f"attack {atk.attack!r}",
                                              detector=repr(cfg.surrogate.detector))
@@ -326,7 +170,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
             if rt.mode == "transfer":   # only then does the loop train the run's surrogate
                 conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
             key = unit_key("retrain", conf, checksum, cfg.seed)
-            path = cfg.out / "retrain" / ds_cfg.name / f"{det.name}-{rt.attack}-{key}"
+            path = cfg.out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}-{key}"
 
             def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path,
                      dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
@@ -354,18 +198,22 @@ def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = N
 
     console = console or Console(stderr=True)
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot create the run folder ({err.strerror or err})") from None
     t0 = time.perf_counter()
     data = {d.name: load_dataset(d.path, name=d.name) for d in cfg.datasets}
     infos = {}
-    for name, ds in data.items():
-        info_path = out / "datasets" / name / "info.json"
+    for d in cfg.datasets:
+        ds = data[d.name]
+        info_path = out / "datasets" / d.folder / "info.json"
         if not info_path.exists() or json.loads(info_path.read_text()).get("checksum") != ds.checksum():
             info = describe(ds, seed=cfg.seed)
             card = Path(ds.source or "").parent / "README.md" if ds.source else None
             info["card"] = card.read_text(encoding="utf-8") if card and card.is_file() else None
             atomic_write_json(info_path, info)
-        infos[name] = str(info_path.relative_to(out))
+        infos[d.name] = str(info_path.relative_to(out))
     units = plan(cfg, data)
     index: dict[str, Any] = {"config": cfg.to_dict(), "datasets": infos, "units": []}
     atomic_write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,

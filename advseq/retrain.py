@@ -37,9 +37,10 @@ from advseq.errors import CapabilityError, ConfigError
 from advseq.evaluation import run_attack
 from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
+from advseq.run_config import check_out_folder
 from advseq.schema import Dataset, User
 from advseq.storage import atomic_write_json, replace_dir, scratch_dir_for
-from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode
+from advseq.threat import SURROGATE_DETECTOR, ThreatModel, applicability, check_mode, surrogate_seed
 from advseq.training import MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, data_record
 
 ROUNDS_FILE = "rounds.json"
@@ -96,20 +97,24 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     sur = {"detector": surrogate, "params": dict(surrogate_params or {})} if mode == "transfer" else None
     if sur is not None:   # recorded only where it matters: other loops keep their config
         config["surrogate"] = sur
-    cfg_file = out / "retrain.json"
-    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
-        raise ConfigError(f"{out} holds a retraining run with other settings; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_file, config)
-    # Refuse a combination that cannot run before any training.
+    # Refuse bad settings, and a combination that cannot run, before anything is written.
     from advseq import registry
 
+    create_detector(detector, seed=seed, **detector_params)
+    if sur is not None:
+        create_detector(surrogate, seed=surrogate_seed(seed), **sur["params"])
     needs = create_attack(attack, seed=seed, **attack_params).requires
     target = surrogate if sur is not None else detector
     reason = applicability(needs, mode, registry.detectors.get(target).capabilities,
                            attack=f"attack {attack!r}", detector=repr(target))
     if reason:
         raise CapabilityError(reason)
+    cfg_file = out / "retrain.json"
+    check_out_folder(out, "--out")
+    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
+        raise ConfigError(f"{out} holds a retraining run with other settings; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg_file, config)
 
     train_users = list(split.train)
     table: list[dict[str, Any]] = []

@@ -67,13 +67,13 @@ def test_shipped_configs_parse() -> None:
 
 
 def test_bad_configs_name_file_and_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"run\.toml: invalid TOML"):
+    with pytest.raises(ConfigError, match=r"run\.toml:1:5: invalid TOML"):
         load_config(write_config(tmp_path, "[run\nname="))
-    with pytest.raises(ConfigError, match=r"\[\[datasets\]\] #1: missing key 'name'"):
+    with pytest.raises(ConfigError, match=r"run\.toml:1: \[\[datasets\]\] #1: missing key 'name'"):
         load_config(write_config(tmp_path, "[[datasets]]\ndemo = true\n"))
-    with pytest.raises(ConfigError, match="unknown mode"):
+    with pytest.raises(ConfigError, match=r"run\.toml:24: \[\[attacks\]\] #1 modes: item 1: must be one of"):
         load_config(write_config(tmp_path, CONFIG.replace('"label"', '"psychic"')))
-    with pytest.raises(ConfigError, match="unknown detector 'nope'"):
+    with pytest.raises(ConfigError, match=r"run\.toml:16: \[\[detectors\]\] #2 name: unknown detector 'nope'"):
         load_config(write_config(tmp_path, CONFIG.replace('name = "tfidf-lr"', 'name = "nope"')))
 
 

@@ -1,8 +1,9 @@
-"""Shared CLI helpers: consoles, JSON output, warnings."""
+"""Shared CLI helpers: consoles, JSON output, ``-p key=value`` settings, common options."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.text import Span, Text
 
-from advseq.errors import printable
+from advseq.config import show
+from advseq.errors import ConfigError, printable
 
 
 class PlainConsole(Console):
@@ -74,6 +76,31 @@ def print_json(obj: Any) -> None:
     except UnicodeEncodeError:      # a lone surrogate in user text: ASCII JSON escapes it
         text = json.dumps(obj, indent=2)
     typer.echo(text)
+
+
+def parse_params(items: list[str] | None, option: str = "-p") -> dict[str, Any]:
+    """``key=value`` pairs (``-p``); values are read as JSON when they parse (numbers,
+    true, null, lists, objects), else kept as strings. A malformed pair, a key given twice,
+    an integer too long to read or JSON nested too deep is refused naming the key; the
+    values' types and ranges are checked by the detector or attack that takes them."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{option}: expects key=value, got {show(item)}")
+        if key in out:
+            raise ConfigError(f"{option} {key}: given twice")
+        try:
+            out[key] = json.loads(raw)
+        except RecursionError:
+            raise ConfigError(f"{option} {key}: value nested too deep") from None
+        except json.JSONDecodeError:
+            out[key] = raw
+        except ValueError:     # an integer of more digits than Python reads
+            raise ConfigError(f"{option} {key}: an integer too long to read (more than "
+                              f"{sys.get_int_max_str_digits()} digits)") from None
+    return out
 
 
 def load(path: Path, *, lenient: bool = False, fmt: str | None = None):  # -> Dataset

@@ -21,8 +21,12 @@ def register(app: typer.Typer) -> None:
 
         Runs configs/demo.toml into OUT (finished work is reused, so a killed demo
         continues when started again) and prints where the report is."""
+        from rich.markup import escape
+
         from advseq.demo import run_demo
 
         summary = run_demo(out, seed=seed, progress=progress, console=console)
-        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {out}/", highlight=False)
-        console.print(f"report: [bold]{summary['report']}[/] (markdown: {summary['markdown']})", highlight=False)
+        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {escape(str(out))}/",
+                      highlight=False)
+        console.print(f"report: [bold]{escape(summary['report'])}[/] "
+                      f"(markdown: {escape(summary['markdown'])})", highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from advseq.cli._common import ProgressOpt, console
+from advseq.cli._common import ProgressOpt, console, styled
 
 
 def register(app: typer.Typer) -> None:
@@ -21,12 +21,9 @@ def register(app: typer.Typer) -> None:
 
         Runs configs/demo.toml into OUT (finished work is reused, so a killed demo
         continues when started again) and prints where the report is."""
-        from rich.markup import escape
-
         from advseq.demo import run_demo
 
         summary = run_demo(out, seed=seed, progress=progress, console=console)
-        console.print(f"\n[bold green]done[/] in {summary['seconds']:.0f}s; results in {escape(str(out))}/",
-                      highlight=False)
-        console.print(f"report: [bold]{escape(summary['report'])}[/] "
-                      f"(markdown: {escape(summary['markdown'])})", highlight=False)
+        console.print()
+        console.print(styled("done", "bold green"), f"in {summary['seconds']:.0f}s; results in {out}/")
+        console.print("report:", styled(summary["report"], "bold"), f"(markdown: {summary['markdown']})")

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
-from advseq.cli._common import console
+from advseq.cli._common import console, styled
 
 
 class Kind(StrEnum):
@@ -30,7 +29,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("name")
         table.add_column("description")
         for name in reg.names():
-            table.add_row(Text(name), Text(reg.describe(name)))
+            table.add_row(name, reg.describe(name))
         console.print(table)
 
     @app.command()
@@ -42,6 +41,6 @@ def register(app: typer.Typer) -> None:
         for col in ("resource", "status", "used by", "where / how to add"):
             table.add_column(col)
         for r in runtime.doctor():
-            table.add_row(Text(r.name), "[green]ok[/]" if r.ok else "[yellow]missing[/]",
-                          Text(r.needed_by), Text(r.detail))
+            table.add_row(r.name, styled("ok", "green") if r.ok else styled("missing", "yellow"),
+                          r.needed_by, r.detail)
         console.print(table)

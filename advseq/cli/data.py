@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from advseq.cli._common import DataArg, FormatOpt, LenientOpt, console, load, print_json
+from advseq.cli._common import DataArg, FormatOpt, LenientOpt, console, load, print_json, styled
 from advseq.errors import ConfigError, DataError
 
 app = typer.Typer(no_args_is_help=True)
@@ -103,7 +103,7 @@ def render_info(s: dict[str, Any]) -> None:
         worst = max((r for r in s["shortcut_audit"] if r["shortcut"] != "majority"),
                     key=lambda r: r["accuracy"])
         if worst["accuracy"] >= 0.6:
-            console.print(f"[bold red]leak:[/] '{worst['description']}' alone is "
+            console.print(styled("leak:", "bold red"), f"'{worst['description']}' alone is "
                           f"{worst['accuracy']:.1%} accurate; compare every detector with it.")
 
 

@@ -41,7 +41,9 @@ def _rc() -> Any:
     import matplotlib
 
     return matplotlib.rc_context({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
-                                  "axes.spines.right": False, "hatch.linewidth": 0.6})
+                                  "axes.spines.right": False, "hatch.linewidth": 0.6,
+                                  # names are labels: "$x$" in one is text, not TeX
+                                  "text.parse_math": False})
 
 
 def heatmap_figure(rows: list[str], cols: list[str],

@@ -11,8 +11,16 @@ from pathlib import Path
 from advseq.report.blocks import Details, Figure, Heading, Para, Section, Table
 
 
+def _md_text(text: str) -> str:
+    """Text that stays one run of text in Markdown: no line breaks (a name holding a newline
+    cannot start a heading or raw HTML line), no HTML, no link or image syntax (a name
+    cannot make the viewer fetch anything)."""
+    out = html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+    return out.replace("[", "\\[").replace("]", "\\]")
+
+
 def _md_cell(text: str) -> str:
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    return _md_text(text).replace("|", "\\|")
 
 
 def _md_anchor(text: str) -> str:
@@ -21,21 +29,22 @@ def _md_anchor(text: str) -> str:
 
 def render_markdown(title: str, sections: list[Section], generated: str, out_dir: Path) -> str:
     """The report as GitHub-flavoured Markdown (figures linked from ``figures/``)."""
-    lines = [f"# {title}", "", f"*Generated {generated} by `advseq report` from the run folders' JSON "
+    lines = [f"# {_md_text(title)}", "", f"*Generated {generated} by `advseq report` from the run folders' JSON "
                               "results.*", ""]
     for i, s in enumerate(sections, 1):
-        lines.append(f"{i}. [{s.title}](#{_md_anchor(f'{i}. {s.title}')})")
+        lines.append(f"{i}. [{_md_text(s.title)}](#{_md_anchor(f'{i}. {s.title}')})")
     lines.append("")
     for i, s in enumerate(sections, 1):
-        lines += [f"## {i}. {s.title}", ""]
+        lines += [f"## {i}. {_md_text(s.title)}", ""]
         for b in s.blocks:
             if isinstance(b, Heading):
-                lines += [f"{'#' * b.level} {b.text}", ""]
+                lines += [f"{'#' * b.level} {_md_text(b.text)}", ""]
             elif isinstance(b, Para):
-                lines += [f"*{b.text}*" if b.note and "*" not in b.text else b.text, ""]
+                text = _md_text(b.text)
+                lines += [f"*{text}*" if b.note and "*" not in text else text, ""]
             elif isinstance(b, Table):
                 if b.caption:
-                    lines += [f"**Table.** {b.caption}", ""]
+                    lines += [f"**Table.** {_md_text(b.caption)}", ""]
                 header = [h or " " for h in b.header]
                 lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
                 aligns = _aligns(b)
@@ -50,7 +59,7 @@ def render_markdown(title: str, sections: list[Section], generated: str, out_dir
                     lines += [f"<sub>{_md_cell(f)}</sub><br>" for f in b.footnotes] + [""]
             elif isinstance(b, Figure):
                 rel = b.path.relative_to(out_dir).as_posix()
-                lines += [f"![{_md_cell(b.alt)}]({rel})", "", f"*Figure {b.number}: {b.caption}*", ""]
+                lines += [f"![{_md_cell(b.alt)}]({rel})", "", f"*Figure {b.number}: {_md_text(b.caption)}*", ""]
             elif isinstance(b, Details):
                 longest = max((len(m) for m in re.findall(r"`+", b.text)), default=0)
                 fence = "`" * max(3, longest + 1)

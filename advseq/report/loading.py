@@ -8,6 +8,7 @@ marked ``missing`` rather than dropped, so a partial run still reports.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 from advseq.errors import ConfigError
 from advseq.threat import SURROGATE_DETECTOR
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,20 +136,20 @@ def _read_json(path: Path) -> Any | None:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a results file; stops at a torn last line (the file is left as it is)."""
+    """Records of a results file, every line read (a torn last line is skipped; the file is
+    left as it is). Lines that are no record are named in a warning, never dropped
+    silently."""
+    from advseq.resume import read_results
+
     try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        res = read_results(path)
+    except (OSError, ConfigError):
         return []
-    out = []
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
+    if res.bad:
+        shown = ", ".join(str(b.line) for b in res.bad[:10])
+        log.warning("%s: %d line(s) are no record and are left out of the report (line %s; "
+                    "first: %s)", path, len(res.bad), shown, res.bad[0].problem)
+    return res.records
 
 
 def _unique(names: Sequence[str], alts: Sequence[str]) -> list[str]:

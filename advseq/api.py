@@ -9,11 +9,13 @@ from typing import Any
 
 def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | None = None,
                    report: bool = True, progress: bool | None = None,
-                   console: Any = None, seed: int | None = None) -> dict[str, Any]:
+                   console: Any = None, seed: int | None = None,
+                   repair: bool = False) -> dict[str, Any]:
     """Run a matrix config — a TOML path or the same tables as a dict — into ``out``
     (finished units are reused, an interrupted run continues) and write its report.
 
-    ``seed`` overrides the config's ``[run] seed``. Returns ``{"out": Path,
+    ``seed`` overrides the config's ``[run] seed``; ``repair`` lets attack units resume from
+    results files with bad lines (dropped and named) instead of refusing. Returns ``{"out": Path,
     "index": <index.json>, "report": ReportFiles | None}``.
     """
     from advseq.pipeline import load_config, run_matrix
@@ -25,6 +27,6 @@ def robustness_run(config: str | Path | Mapping[str, Any], *, out: str | Path | 
     cfg = load_config(config, out=out)
     if seed is not None:
         cfg.seed = seed
-    index = run_matrix(cfg, progress=progress, console=console)
+    index = run_matrix(cfg, progress=progress, console=console, repair=repair)
     files = build_report([cfg.out], cfg.out / "report") if report else None
     return {"out": cfg.out, "index": index, "report": files}

@@ -170,10 +170,8 @@ class Attack(Configurable, ABC):
 
 
 def create_attack(name: str, **params: Any) -> Attack:
+    """A new attack from the registry; a bad, unknown or twice-given setting is named."""
     from advseq import registry
+    from advseq.config import build
 
-    cls = registry.attacks.get(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ConfigError(f"bad parameters for attack {name!r}: {err}") from None
+    return build(registry.attacks.get(name), params, name)

@@ -86,8 +86,8 @@ class Unit:
     skip_reason: str | None = None
 
 
-def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
-    """Every unit of the matrix, in dependency order."""
+def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> list[Unit]:
+    """Every unit of the matrix, in dependency order (``repair``: see :func:`run_matrix`)."""
     from advseq import registry
     from advseq.attack import AttackSpec, create_attack
     from advseq.ceiling import CEILING_FILE, run_ceiling
@@ -154,7 +154,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                                path: Path = path, dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
                         return run_attack(ds, dirs[det.name], atk.attack, out=path, mode=mode, spec=spec,
                                           attack_params=atk.params, budget=atk.budget, seed=cfg.seed,
-                                          resume=True, max_users=cfg.max_users, quality=cfg.quality,
+                                          resume=True, repair=repair, max_users=cfg.max_users,
+                                          quality=cfg.quality,
                                           surrogate=dirs.get(cfg.surrogate.name) if mode == "transfer" else None,
                                           progress=False)
 
@@ -178,7 +179,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
                                     seed=cfg.seed, initial=dirs[det.name], test_size=cfg.test_size, split_seed=cfg.split_seed,
                                     detector_params=det.params, attack_params=rt.params, spec=spec,
                                     max_users=cfg.max_users, surrogate=cfg.surrogate.detector,
-                                    surrogate_params=cfg.surrogate.params, progress=False)
+                                    surrogate_params=cfg.surrogate.params, repair=repair,
+                                    progress=False)
 
             units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} ({rt.rounds} rounds)",
                               path, loop, lambda p=path: (p / ROUNDS_FILE).exists() and
@@ -188,8 +190,11 @@ def plan(cfg: RunConfig, data: dict[str, Dataset]) -> list[Unit]:
     return units
 
 
-def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = None) -> dict[str, Any]:
-    """Run (or finish) every unit of ``cfg``; returns the index (also ``out/index.json``)."""
+def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = None,
+               repair: bool = False) -> dict[str, Any]:
+    """Run (or finish) every unit of ``cfg``; returns the index (also ``out/index.json``).
+    ``repair``: an attack unit whose results.jsonl has bad lines resumes without them
+    (named in a warning) instead of refusing the run."""
     from rich.console import Console
 
     from advseq.audit import describe
@@ -214,7 +219,7 @@ def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = N
             info["card"] = card.read_text(encoding="utf-8") if card and card.is_file() else None
             atomic_write_json(info_path, info)
         infos[d.name] = str(info_path.relative_to(out))
-    units = plan(cfg, data)
+    units = plan(cfg, data, repair=repair)
     index: dict[str, Any] = {"config": cfg.to_dict(), "datasets": infos, "units": []}
     atomic_write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,
                                                        data={n: d.checksum() for n, d in data.items()}))

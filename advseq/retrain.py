@@ -33,7 +33,7 @@ from typing import Any
 
 from advseq.attack import AttackSpec, create_attack
 from advseq.detector import create_detector, load_detector
-from advseq.errors import CapabilityError, ConfigError
+from advseq.errors import CapabilityError, ConfigError, DataError
 from advseq.evaluation import run_attack
 from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
@@ -72,7 +72,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  attack_params: dict[str, Any] | None = None, spec: AttackSpec | None = None,
                  max_users: int | None = None, quality: bool = False,
                  initial: str | Path | None = None, surrogate: str = SURROGATE_DETECTOR,
-                 surrogate_params: dict[str, Any] | None = None,
+                 surrogate_params: dict[str, Any] | None = None, repair: bool = False,
                  progress: bool | None = None) -> dict[str, Any]:
     """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
 
@@ -136,7 +136,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                                {"detector": detector, "params": det.get_params(), "round": r}, seed)
             clean = json.loads((det_dir / METRICS_FILE).read_text())
             summary = run_attack(data, det_dir, attack, out=rdir / "attack", mode=mode, spec=spec,
-                                 attack_params=attack_params, seed=seed, resume=True,
+                                 attack_params=attack_params, seed=seed, resume=True, repair=repair,
                                  max_users=max_users, quality=quality, progress=False,
                                  **_surrogate_args(sur))
             row = {"round": r, "n_train": clean.get("n_train", len(train_users)),
@@ -152,8 +152,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                 break
             aug_file = rdir / "augmented.jsonl"
             if aug_file.exists():
-                added = [User(d["user_id"], d["label"], tuple(_posts(d["posts"])))
-                         for d in map(json.loads, aug_file.read_text(encoding="utf-8").splitlines())]
+                added = _read_augmented(aug_file)
             else:
                 added = _attack_training_users(data, split, det, attack, attack_params, mode, spec,
                                                seed, rdir, sur)
@@ -193,6 +192,19 @@ def _surrogate_args(sur: dict[str, Any] | None) -> dict[str, Any]:
     """run_attack's surrogate arguments for a loop's surrogate record (transfer mode)."""
     return {} if sur is None else {"surrogate_detector": sur["detector"],
                                    "surrogate_params": sur["params"]}
+
+
+def _read_augmented(path: Path) -> list[User]:
+    """The training copies a resumed loop wrote before; a damaged line is one DataError."""
+    users = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            d = json.loads(line)
+            users.append(User(d["user_id"], d["label"], tuple(_posts(d["posts"]))))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise DataError(path, f"not a user record ({type(err).__name__}: {err}); delete the "
+                                  "file to attack the training users again", line=lineno) from None
+    return users
 
 
 def _posts(raw: list[dict[str, Any]]) -> list[Any]:

@@ -35,7 +35,7 @@ class HierarchicalLSTM(SequenceModule):
 
     def encode_posts(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # The state after each post's last real token; trailing padding cannot reach it.
-        # Unpacked is ~1.5x faster than pack_padded_sequence on CPU at these sizes.
+        # Unpacked: faster than pack_padded_sequence on CPU at these sizes.
         out, _ = self.post_lstm(emb[:, : int(lengths.max())])
         return out[torch.arange(len(lengths), device=out.device), lengths - 1]
 
@@ -57,8 +57,8 @@ class HierarchicalLSTMDetector(NeuralDetector):
 
     def __init__(self, *, emb_dim: int = 512, post_hidden: int = 256, seq_hidden: int = 128,
                  **common) -> None:
-        # Regularisation measured on wiki (bench/results/detectors.md): the faithful sizes
-        # overfit 600 users within 2-3 epochs without it.
+        # Regularisation: at the paper's sizes the model overfits a few hundred users within
+        # a few epochs without it (bench/results/detectors.md).
         for key, value in HLSTM_DEFAULTS.items():
             common.setdefault(key, value)
         super().__init__(**common)

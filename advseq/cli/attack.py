@@ -9,8 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, DeployedOpt, LenientOpt, ProgressOpt, console, load
-from advseq.cli.detect import parse_params
+from advseq.cli._common import (
+    DataArg,
+    DeployedOpt,
+    LenientOpt,
+    ProgressOpt,
+    console,
+    load,
+    parse_params,
+)
 from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES
 
 #: The threat modes as a CLI choice (``Mode.white_box`` is ``"white-box"``).

@@ -21,9 +21,11 @@ def register(app: typer.Typer) -> None:
 
         Runs configs/demo.toml into OUT (finished work is reused, so a killed demo
         continues when started again) and prints where the report is."""
+        from advseq.cli.data import render_info
         from advseq.demo import run_demo
 
-        summary = run_demo(out, seed=seed, progress=progress, console=console)
+        summary = run_demo(out, seed=seed, progress=progress, console=console,
+                           show_dataset=render_info)
         console.print()
         console.print(styled("done", "bold green"), f"in {summary['seconds']:.0f}s; results in {out}/")
         console.print("report:", styled(summary["report"], "bold"), f"(markdown: {summary['markdown']})")

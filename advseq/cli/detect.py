@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load, print_json
-from advseq.errors import ConfigError
-
-
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as JSON when they parse (numbers, true, null,
-    lists), else kept as strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param expects key=value, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
+from advseq.cli._common import (
+    DataArg,
+    LenientOpt,
+    ProgressOpt,
+    console,
+    load,
+    parse_params,
+    print_json,
+)
 
 
 def metrics_table(title: str, m: dict[str, Any]) -> Table:

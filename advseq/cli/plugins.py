@@ -26,11 +26,11 @@ from advseq.cli._common import (
     ProgressOpt,
     console,
     load,
+    parse_params,
     print_error,
     styled,
 )
 from advseq.cli.attack import Goal, GoalOpt, Placement, PlacementOpt
-from advseq.cli.detect import parse_params
 
 GROUP = "advseq.cli"
 

@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load
+from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load, parse_params
 from advseq.cli.attack import Goal, GoalOpt, Mode, Placement, PlacementOpt
-from advseq.cli.detect import parse_params
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +19,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
         report: Annotated[bool, typer.Option(help="Write the report into OUT/report when done.")] = True,
         progress: Annotated[bool | None, ProgressOpt] = None,
+        repair: Annotated[bool, typer.Option("--repair", help="Resume attack units whose results.jsonl has bad lines: keep every valid record, drop the bad lines (named) and attack their users again.")] = False,
     ) -> None:
         """Run a whole matrix (datasets × detectors × attacks × modes, plus retraining loops) from a config.
 
@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         so a killed run continues where it stopped when started again."""
         from advseq.api import robustness_run
 
-        result = robustness_run(config, out=out, report=report, progress=progress, console=console)
+        result = robustness_run(config, out=out, report=report, progress=progress, console=console,
+                                repair=repair)
         _print_index(result["index"])
         files = result["report"]
         if files is not None:

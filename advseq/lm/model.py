@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advseq.config import Configurable
+from advseq.config import DIM_MAX, SEED, Configurable, Device, Float, Int
 from advseq.errors import ConfigError
 from advseq.text import SPECIALS, URL_TOKEN, Tokenizer, Vocabulary
 
@@ -60,6 +60,14 @@ class PostLM(Configurable):
     :mod:`advseq.lm.training`) train on a sampled softmax; the learning rate warms up,
     then decays linearly over ``epochs``, so few epochs suffice.
     """
+
+    param_rules = {
+        "n_layer": Int(1, 64), "n_embd": Int(1, DIM_MAX), "n_head": Int(1, 1024),
+        "max_context_tokens": Int(0, 4096), "max_post_tokens": Int(1, 4096), "min_freq": Int(1),
+        "max_vocab": Int(len(SPECIALS) + 1), "epochs": Int(1, 100_000), "batch_size": Int(1, 1 << 20),
+        "lr": Float(0, low_open=True), "valid_size": Float(0, 1, high_open=True),
+        "patience": Int(1), "seed": SEED, "device": Device(),
+    }
 
     def __init__(self, *, n_layer: int = 2, n_embd: int = 128, n_head: int = 4,
                  max_context_tokens: int = 32, max_post_tokens: int = 30, min_freq: int = 2,
@@ -373,7 +381,13 @@ class PostLM(Configurable):
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> PostLM:
         """A PostLM saved by :meth:`save` (``device`` overrides the saved one)."""
-        from advseq.storage import construct, load_safetensors, read_model_config, require_file
+        from advseq.storage import (
+            construct,
+            load_safetensors,
+            read_model_config,
+            read_vocabulary,
+            require_file,
+        )
 
         path = Path(path)
         config = read_model_config(path, FORMAT, "PostLM", required=("params",))
@@ -382,7 +396,7 @@ class PostLM(Configurable):
         if device is not None:
             params["device"] = device
         lm = construct(cls, params, path)
-        lm.vocab_ = Vocabulary.load(require_file(path / VOCAB_FILE))
+        lm.vocab_ = read_vocabulary(path / VOCAB_FILE)
         lm.fit_info_ = config.get("fit_info", {})
         with torch.random.fork_rng(devices=[]):
             lm.model_ = lm._build_model()

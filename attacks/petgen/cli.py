@@ -70,12 +70,13 @@ def train(
     from advseq.training import data_record, recorded_split
     from attacks.petgen.model import PETGEN
 
+    deployed = load_detector(detector)   # a folder that holds no detector is named first
     ds = load(data, lenient=lenient)
     split = recorded_split(detector, ds)
     if split is None:
         raise ConfigError(f"{data} is not the dataset {detector} was trained on")
     if mode == "white-box":
-        threat = ThreatModel(load_detector(detector), "white-box")
+        threat = ThreatModel(deployed, "white-box")
     elif mode == "transfer":
         sur, _ = prepare_surrogate(split.train, surrogate=surrogate, seed=seed, out=out,
                                    progress=progress)

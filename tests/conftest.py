@@ -61,18 +61,27 @@ def demo() -> Dataset:
     return load_dataset(demo_data())
 
 
-SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
+SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 4, "max_posts": 12,
              "max_tokens": 24}
 
 
 @pytest.fixture(scope="session")
 def cnn_dir(demo: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small cnn trained once on the demo data (seed 0); tests must not write into it."""
+    """A small cnn trained once per session on the demo data (seed 0), the detector every
+    attack test attacks; tests must not write into it."""
     from advseq.training import train_detector
 
     out = tmp_path_factory.mktemp("cnn")
     train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
     return out
+
+
+def evasion_rate(records: list[dict]) -> float:
+    """Share of the detected malicious users (label 1, flagged before the attack) that the
+    attack's post gets judged benign, from the per-user records, rounded as summaries are."""
+    detected = [r for r in records if r["label"] == 1 and r["clean_pred"] == 1]
+    assert detected, "no detected malicious user: the evasion rate is undefined"
+    return round(sum(r["attacked_pred"] == 0 for r in detected) / len(detected), 6)
 
 
 def real_data(name: str) -> Path:

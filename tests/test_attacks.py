@@ -19,7 +19,7 @@ from advseq.evaluation import RESULTS_FILE, SUMMARY_FILE, read_records, run_atta
 from advseq.paths import demo_data
 from advseq.schema import Post, User
 from advseq.training import train_detector
-from tests.conftest import SMALL_CNN
+from tests.conftest import SMALL_CNN, evasion_rate
 
 runner = CliRunner()
 
@@ -61,9 +61,10 @@ def test_records_and_summary(demo, cnn_dir, tmp_path) -> None:
     assert len(records) == s["n_users"] == 100 and len({r["user_id"] for r in records}) == 100
     assert s["n_targeted"] == sum(r["label"] for r in records) == 50
     assert all(r["post"] for r in records if r["targeted"])
-    for key in ("attack_success_rate", "evasion_rate", "n_eligible", "before", "after",
-                "queries_mean", "queries_median", "posts_per_second"):
+    for key in ("attack_success_rate", "n_eligible", "before", "after", "queries_mean",
+                "queries_median", "posts_per_second"):
         assert key in s
+    assert s["evasion_rate"] == evasion_rate(records)
     assert json.loads((tmp_path / "r" / SUMMARY_FILE).read_text())["n_users"] == 100
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["config"]["attack"] == "copycat" and manifest["git"]["commit"]
@@ -94,8 +95,8 @@ def test_hotflip_beats_copycat_white_box(demo, cnn_dir, tmp_path) -> None:
 
 
 def test_unitrigger_transfer_with_given_surrogate(demo, cnn_dir, tmp_path) -> None:
-    sur = tmp_path / "sur"
-    train_detector(demo, "cnn", sur, seed=5, params=SMALL_CNN, progress=False)
+    sur = tmp_path / "sur"            # the attacker's own cnn: another seed, fewer epochs
+    train_detector(demo, "cnn", sur, seed=5, params={**SMALL_CNN, "epochs": 2}, progress=False)
     s = attack(demo, cnn_dir, "unitrigger", tmp_path / "u", mode="transfer", surrogate=sur,
                attack_params={"iterations": 2, "candidates": 3, "batch_users": 8})
     records = read_records(tmp_path / "u" / RESULTS_FILE)
@@ -108,8 +109,9 @@ def test_transfer_from_an_ensemble_surrogate(demo, cnn_dir, tmp_path) -> None:
     """An ensemble trained with `advseq train -d ensemble` is a surrogate like any other:
     the attack runs white-box on all its members, the deployed cnn scores the posts."""
     sur = tmp_path / "ens"
+    members = {**SMALL_CNN, "epochs": 2}
     train_detector(demo, "ensemble", sur, seed=5, params={"member": "cnn", "size": 2,
-                                                          "member_params": SMALL_CNN}, progress=False)
+                                                          "member_params": members}, progress=False)
     assert sorted(p.name for p in (sur / "members").iterdir()) == ["0", "1"]
     s = attack(demo, cnn_dir, "hotflip", tmp_path / "h", mode="transfer", surrogate=sur, max_users=30)
     records = [r for r in read_records(tmp_path / "h" / RESULTS_FILE) if r["targeted"]]
@@ -133,13 +135,15 @@ def test_torn_last_line_is_dropped(tmp_path) -> None:
     assert path.read_text() == '{"user_id": "a"}\n{"user_id": "b"}\n'
 
 
+@pytest.mark.slow                 # three whole attack runs in subprocesses
+@pytest.mark.timeout(900)         # above the subprocess limits below, which bound every wait
 def test_sigkill_then_resume_matches_uninterrupted(demo, cnn_dir, tmp_path) -> None:
     """A run killed with SIGKILL mid-way and resumed gives the summary of a run that was
     never interrupted, with one record per user."""
     args = [sys.executable, "-m", "advseq", "attack", str(demo_data()), "-d", str(cnn_dir),
             "-a", "hotflip", "--no-quality", "--no-progress", "-p", "max_flips=3"]
     full = tmp_path / "full"
-    assert subprocess.run([*args, "-o", str(full)], capture_output=True, timeout=600).returncode == 0
+    assert subprocess.run([*args, "-o", str(full)], capture_output=True, timeout=240).returncode == 0
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*args, "-o", str(killed)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -152,7 +156,7 @@ def test_sigkill_then_resume_matches_uninterrupted(demo, cnn_dir, tmp_path) -> N
     n_before = len(read_records(results))
     assert 0 < n_before < 100
     again = subprocess.run([*args, "-o", str(killed), "--resume"], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=240)
     assert again.returncode == 0, again.stderr
     records = read_records(results)
     assert len(records) == 100 and len({r["user_id"] for r in records}) == 100

@@ -23,8 +23,10 @@ def test_ceiling_eligibility_witnesses_and_determinism(demo, cnn_dir, tmp_path) 
     # Same eligible users as the evaluator's.
     s = run_attack(demo, cnn_dir, "copycat", out=tmp_path / "r", quality=False, progress=False)
     assert res["n_eligible"] == s["n_eligible"] > 0
-    assert 0 < res["relaxed_rate"] <= 1 and 0 <= res["token_rate"] <= 1
     rows = {r["user_id"]: r for r in res["users"]}
+    assert len(rows) == res["n_eligible"]
+    assert res["relaxed_rate"] == round(sum(r["relaxed"] for r in rows.values()) / len(rows), 6) > 0
+    assert res["token_rate"] == round(sum(r["token"] for r in rows.values()) / len(rows), 6)
     # A relaxed success means the relaxed post put the logit below the cut (evasion).
     assert all((r["relaxed_logit"] < 0) == r["relaxed"] for r in rows.values())
     # Witness posts are real text: re-scoring them reproduces the recorded verdicts.

@@ -1,4 +1,5 @@
-"""The ``lm-generic`` baseline end to end through the evaluator on the bundled demo data."""
+"""The ``lm-generic`` baseline end to end through the evaluator on the bundled demo data,
+against the shared small cnn (conftest ``cnn_dir``)."""
 
 from __future__ import annotations
 
@@ -12,34 +13,24 @@ from advseq.errors import ConfigError
 from advseq.evaluation import RESULTS_FILE, run_attack
 from advseq.schema import Dataset
 from advseq.text import Tokenizer
-from advseq.training import train_detector
 
-FAST_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "max_posts": 12, "max_tokens": 20,
-            "epochs": 3}
 # A tiny LM keeps the test fast; the real attack uses PostLM's defaults (the reference LM).
 FAST_LM = {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_context_tokens": 16, "max_vocab": 3000,
            "epochs": 1, "batch_size": 128, "lr": 1e-2}
 MAX_USERS = 30
 
 
-@pytest.fixture(scope="module")
-def detector_dir(demo: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cnn")
-    train_detector(demo, "cnn", out, seed=0, params=FAST_CNN, progress=False)
-    return out
-
-
-def attack(demo: Dataset, detector_dir: Path, out: Path, **kw: object) -> list[dict]:
+def attack(demo: Dataset, cnn_dir: Path, out: Path, **kw: object) -> list[dict]:
     params = {"lm": FAST_LM, **kw.pop("attack_params", {})}  # type: ignore[dict-item]
-    run_attack(demo, detector_dir, "lm-generic", out=out, attack_params=params, quality=False,
+    run_attack(demo, cnn_dir, "lm-generic", out=out, attack_params=params, quality=False,
                max_users=MAX_USERS, progress=False, **kw)  # type: ignore[arg-type]
     return [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
 
 
-def test_every_target_gets_a_post_deterministically(demo: Dataset, detector_dir: Path,
+def test_every_target_gets_a_post_deterministically(demo: Dataset, cnn_dir: Path,
                                                     tmp_path: Path) -> None:
     spec = AttackSpec(max_tokens=12)
-    first = attack(demo, detector_dir, tmp_path / "a", spec=spec, mode="label")
+    first = attack(demo, cnn_dir, tmp_path / "a", spec=spec, mode="label")
     targeted = [r for r in first if r["targeted"]]
     assert targeted and len(first) == MAX_USERS
     tok = Tokenizer()
@@ -48,14 +39,14 @@ def test_every_target_gets_a_post_deterministically(demo: Dataset, detector_dir:
         assert r["queries"] == 0 and r["status"] == "ok"
     assert len({r["post"] for r in targeted}) > len(targeted) // 2  # not one post for all
     # a second run (LM now loaded from the cache, other batch composition) writes the same
-    second = attack(demo, detector_dir, tmp_path / "b", spec=spec, mode="label", batch_size=5)
+    second = attack(demo, cnn_dir, tmp_path / "b", spec=spec, mode="label", batch_size=5)
     assert [(r["user_id"], r["post"], r["attacked_prob"]) for r in second] == \
         [(r["user_id"], r["post"], r["attacked_prob"]) for r in first]
 
 
-def test_candidates_rerank_within_budget(demo: Dataset, detector_dir: Path, tmp_path: Path) -> None:
-    plain = attack(demo, detector_dir, tmp_path / "plain", mode="score")
-    ranked = attack(demo, detector_dir, tmp_path / "ranked", mode="score", budget=4,
+def test_candidates_rerank_within_budget(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
+    plain = attack(demo, cnn_dir, tmp_path / "plain", mode="score")
+    ranked = attack(demo, cnn_dir, tmp_path / "ranked", mode="score", budget=4,
                     attack_params={"candidates": 6})
     targeted = [r for r in ranked if r["targeted"]]
     assert targeted

@@ -1,5 +1,6 @@
 """TextAttack-based attacks (``textbugger``, the ``textattack`` recipe adapter) on the
-bundled demo data, against a quickly trained small cnn in the score threat model."""
+bundled demo data, against the shared small cnn (conftest ``cnn_dir``) in the score threat
+model."""
 
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ from advseq.attack import AttackSpec, create_attack
 from advseq.errors import CapabilityError, ConfigError, ResourceMissing
 from advseq.evaluation import RESULTS_FILE, read_records, run_attack
 from advseq.threat import ThreatModel
-from advseq.training import train_detector
 from attacks.copycat import CopycatAttack
 
-SMALL_CNN = {"emb_dim": 32, "filters": 16, "seq_hidden": 16, "epochs": 6, "max_posts": 12,
-             "max_tokens": 24}
 N_USERS = 24
 
 
@@ -32,13 +30,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def cnn_dir(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cnn")
-    train_detector(demo, "cnn", out, seed=0, params=SMALL_CNN, progress=False)
-    return out
 
 
 def attack(demo, cnn_dir, name, out, **kw) -> tuple[dict, list[dict]]:
@@ -111,11 +102,7 @@ def test_textbugger_is_deterministic_and_batch_independent(demo, cnn_dir, tmp_pa
     s1, a = textbugger_run
     s2, b = attack(demo, cnn_dir, "textbugger", tmp_path / "r", batch_size=7)
     assert len(b) == len(a) == N_USERS
-    first = {r["user_id"]: r for r in a}
-    for r in b:
-        ref = first[r["user_id"]]
-        assert (r["post"], r["status"], r["queries"], r["attacked_prob"]) == \
-            (ref["post"], ref["status"], ref["queries"], ref["attacked_prob"])
+    same_users_same_posts(b, a)
     assert s1["evasion_rate"] == s2["evasion_rate"]
 
 

@@ -76,6 +76,7 @@ def test_list_and_doctor() -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_wiki_info_matches_readme(wiki_path: Path) -> None:
     result = runner.invoke(app, ["data", "info", str(wiki_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -88,6 +89,7 @@ def test_wiki_info_matches_readme(wiki_path: Path) -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_pan19_info_shortcut(pan19_path: Path) -> None:
     s = describe(load_dataset(pan19_path))
     assert s["users"] == 2600 and s["labels"] == {"benign": 1300, "malicious": 1300}

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 GOOD = '{"user_id": "a", "label": 0, "posts": [{"text": "hi"}]}\n'
+#: one small file per case: a test still running after this many seconds hangs
+pytestmark = pytest.mark.timeout(180)
 
 # (file name, content, text the one-line error must contain)
 BATTERY = [

@@ -18,7 +18,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,10 @@ from advseq.io import load_dataset, save_dataset
 from advseq.schema import Dataset, Post, User
 
 runner = CliRunner()
-#: seconds one in-process CLI call may take on this tiny data (bounded work, not a hang)
-IN_PROCESS_LIMIT = 20
 #: seconds a subprocess CLI call may take (interpreter start included)
 SUBPROCESS_LIMIT = 60
+#: every case is tiny data: a test still running after this many seconds hangs
+pytestmark = pytest.mark.timeout(180)
 
 Content = bytes | str | Callable[[], bytes]
 
@@ -283,9 +282,7 @@ ACCEPTED = [
 
 def invoke(*args: str) -> tuple[int, str, str]:
     """The CLI in-process: (exit code, stdout, stderr); an escaped exception fails here."""
-    start = time.monotonic()
     result = runner.invoke(app, list(args))
-    assert time.monotonic() - start < IN_PROCESS_LIMIT, f"took over {IN_PROCESS_LIMIT}s: {args}"
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"uncaught {type(result.exception).__name__}: {result.exception}")
     return result.exit_code, result.stdout, result.stderr

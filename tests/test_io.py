@@ -153,6 +153,7 @@ def test_dataset_rejects_duplicate_ids(tiny: Dataset) -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_wiki_loads(wiki_path: Path) -> None:
     ds = load_dataset(wiki_path)
     assert len(ds) == 794 and ds.n_posts == 11547
@@ -161,6 +162,7 @@ def test_real_wiki_loads(wiki_path: Path) -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_petgen_pickle_matches_jsonl(wiki_path: Path, tmp_path: Path) -> None:
     from_pickle = load_dataset(wiki_path.parent / "original")
     from_jsonl = load_dataset(wiki_path)

@@ -24,6 +24,9 @@ from tests.test_hostile_data import (
     check_refused_without_hanging,
 )
 
+#: every case is small: a test still running after this many seconds hangs
+pytestmark = pytest.mark.timeout(180)
+
 
 class Evil:
     def __reduce__(self):  # noqa: D105 - the attack under test

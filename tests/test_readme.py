@@ -18,6 +18,7 @@ def readme_example() -> str:
     return m.group(1)
 
 
+@pytest.mark.slow                 # a whole run matrix and its report, as the README shows it
 def test_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data" / "demo").mkdir(parents=True)

@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -89,10 +88,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("report")
-    t0 = time.perf_counter()
     files = build_report([run_dir], out)
-    seconds = time.perf_counter() - t0
-    return {"out": out, "files": files, "seconds": seconds,
+    return {"out": out, "files": files,
             "md": files.markdown.read_text(encoding="utf-8"),
             "html": files.html.read_text(encoding="utf-8")}
 
@@ -195,7 +192,6 @@ def test_markdown_has_every_section_and_figure(report: dict[str, Any]) -> None:
         assert (report["out"] / link).stat().st_size > 5000
     assert "<summary>Dataset card" in md                    # the copied README.md
     assert "Not run" in md                                  # text quality was off
-    assert report["seconds"] < 30
 
 
 def test_html_is_self_contained_and_well_formed(report: dict[str, Any]) -> None:
@@ -408,6 +404,7 @@ addEventListener("load", () => {
 </script>"""
 
 
+@pytest.mark.slow                 # four headless-browser runs
 def test_report_renders_in_headless_chromium(report: dict[str, Any], tmp_path: Path) -> None:
     binary = _chromium()
     # Calibrate: a deliberate console.error and an uncaught exception must be seen.

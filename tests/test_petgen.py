@@ -409,7 +409,7 @@ def test_petgen_train_cli(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
 def test_unknown_mode_is_a_clean_error(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["petgen", "train", str(demo_data()), "-d", str(cnn_dir), "-o",
                               str(tmp_path / "g"), "--mode", "grey-box"])
-    assert res.exit_code != 0
+    assert res.exit_code == 2, res.output
     assert "white-box or transfer" in res.output
     assert "Traceback" not in res.output
 

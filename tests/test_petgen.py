@@ -390,7 +390,7 @@ def test_petgen_train_cli(demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "gen"
     args = ["petgen", "train", str(demo_data()), "-d", str(cnn_dir), "-o", str(out), "--no-progress",
             "-p", "gan=false", "--no-select", "-p", "adv_steps=2", "-p", "mle_epochs=1", "-p", "candidates=2",
-            "-p", "max_posts=8", "-p", "batch_size=16", "-p", f"lm={json.dumps(TINY_LM)}"]
+            "-p", "max_posts=8", "-p", "batch_size=16", "-p", f"lm={json.dumps({**TINY_LM, 'max_vocab': 3000})}"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())

@@ -254,7 +254,6 @@ def test_naturalness_context_rank(trained: PETGEN, split) -> None:
         assert np.array_equal(b - a, _ranks(near))
 
 
-@pytest.mark.slow          # trains a generator on the whole training split (minutes)
 @pytest.mark.parametrize("mode", ["white-box", "transfer"])
 def test_petgen_through_the_evaluator(demo: Dataset, cnn_dir: Path, tmp_path: Path, mode: str) -> None:
     params = SMALL                                        # every PETGEN setting is an attack parameter

@@ -77,6 +77,7 @@ def test_bad_configs_name_file_and_key(tmp_path: Path) -> None:
         load_config(write_config(tmp_path, CONFIG.replace('name = "tfidf-lr"', 'name = "nope"')))
 
 
+@pytest.mark.slow
 def test_matrix_runs_reuses_and_marks_inapplicable(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path), out=tmp_path / "run")
     index = run_matrix(cfg, progress=False)
@@ -92,6 +93,7 @@ def test_matrix_runs_reuses_and_marks_inapplicable(tmp_path: Path) -> None:
     assert {u["status"] for u in again["units"]} <= {"reused", "not applicable"}
 
 
+@pytest.mark.slow
 def test_matrix_resumes_an_interrupted_attack(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path), out=tmp_path / "run")
     run_matrix(cfg, progress=False)
@@ -109,6 +111,7 @@ def test_matrix_resumes_an_interrupted_attack(tmp_path: Path) -> None:
     assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in summary.items() if k not in drop}
 
 
+@pytest.mark.slow
 def test_retrain_loop(tmp_path: Path) -> None:
     ds = load_dataset(demo_data())
     res = retrain_loop(ds, "cnn", "hotflip", tmp_path / "rt", rounds=1, seed=0,

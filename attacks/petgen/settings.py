@@ -95,5 +95,5 @@ def check_names(params: dict[str, Any], owner: str, extra: tuple[str, ...] = ())
     neither a PETGEN setting nor one of ``extra`` (``owner`` says who was given it)."""
     unknown = [k for k in params if k not in DEFAULTS and k not in extra]
     if unknown:
-        known = ", ".join([*extra, *DEFAULTS])
+        known = ", ".join(dict.fromkeys([*extra, *DEFAULTS]))   # each name once
         raise ConfigError(f"{owner}: unknown parameter {unknown[0]!r}; known: {known}")

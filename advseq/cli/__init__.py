@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover
 
 from advseq import __version__
 from advseq.cli import attack as attack_cmds
+from advseq.cli import ceiling as ceiling_cmds
 from advseq.cli import data as data_cmds
 from advseq.cli import demo as demo_cmds
 from advseq.cli import detect as detect_cmds
@@ -159,6 +160,7 @@ app.add_typer(data_cmds.app, name="data", help="Inspect, validate, convert and s
 demo_cmds.register(app)
 detect_cmds.register(app)
 attack_cmds.register(app)
+ceiling_cmds.register(app)
 run_cmds.register(app)
 report_cmds.register(app)
 misc_cmds.register(app)

@@ -117,12 +117,16 @@ class SoftPostDetector(Detector):
     @abstractmethod
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
                          lengths: torch.Tensor) -> torch.Tensor:
-        """Logit of P(malicious) for each user with a new post appended.
+        """Logit of P(malicious) for each user with one or K new posts appended.
 
-        ``histories``: the posts that precede the new one (B users); ``soft_post``:
-        ``[B, T, V]`` probabilities over ``vocab_`` (rows of a one-hot matrix give the
-        exact score of a real post); ``lengths``: ``[B]`` tokens used per post.
-        Returns ``[B]``, attached to the autograd graph.
+        ``histories``: the posts that precede the new ones (B users); ``soft_post``:
+        ``[B, T, V]`` probabilities over ``vocab_`` for one post, with ``lengths`` ``[B]``
+        tokens used per post, or ``[B, K, T, V]`` for K posts written in that order, with
+        ``lengths`` ``[B, K]``. One-hot rows give the exact score of the same texts
+        appended as real posts, each at the time an attack writes it (the last post's
+        time plus the user's median gap, then a median gap apart), so where the K posts
+        and the history exceed what the detector reads, the oldest posts drop out as they
+        would for real posts. Returns ``[B]``, attached to the autograd graph.
         """
 
 
@@ -131,7 +135,9 @@ class CallableDetector(Detector):
 
     Every attack, evaluator and report then works on it with the ``label``/``score``
     capabilities. Provide ``soft_post_logits`` (same contract as
-    :meth:`SoftPostDetector.soft_post_logits`) plus ``vocab`` to grant ``gradient``::
+    :meth:`SoftPostDetector.soft_post_logits`; the ``[B, K, T, V]`` form is needed only
+    by K-post relaxations such as ``advseq ceiling --posts K``) plus ``vocab`` to grant
+    ``gradient``::
 
         det = CallableDetector(lambda users: my_model.predict(users))
     """

@@ -33,7 +33,7 @@ from torch import nn
 from advseq.config import SEED, Bool, Choice, Device, Float, Int
 from advseq.detector import Detector, SoftPostDetector
 from advseq.errors import ConfigError
-from advseq.schema import Dataset, User
+from advseq.schema import Dataset, Post, User
 from advseq.storage import (
     VOCAB_FILE,
     WEIGHTS_FILE,
@@ -96,16 +96,35 @@ def time_deltas(user: User) -> np.ndarray:
     return out
 
 
+def appended_deltas(history: User, k: int) -> np.ndarray:
+    """:func:`time_deltas` of ``k`` posts appended to ``history`` the way an attack writes
+    them (:class:`advseq.attack.AttackSpec`: the first at the last post's time plus the
+    user's median gap, each next one a median gap later), shape ``[k]``."""
+    from advseq.attack import _next_timestamp  # the one rule for a written post's time
+
+    first = _next_timestamp(history.posts, None)
+    if first is None:
+        return np.zeros(k, dtype=np.float32)
+    last = next(p.timestamp for p in reversed(history.posts) if p.timestamp is not None)
+    gap = first - last
+    written = tuple(Post("", None, first + j * gap, None) for j in range(k))
+    return time_deltas(history.with_posts((*history.posts, *written)))[-k:]
+
+
 def tensorize(users: Sequence[User], encode: PostEncoderCache, max_posts: int, *,
-              reserve_last: bool = False) -> PostBatch:
-    """Left-padded tensors for ``users``. With ``reserve_last`` the last slot is left
-    empty (for a new post) and only ``max_posts - 1`` history posts are kept."""
+              reserve: int = 0) -> PostBatch:
+    """Left-padded tensors for ``users``. With ``reserve`` = K new posts, the last
+    R = min(K, ``max_posts``) slots are left empty for the ones the detector reads, only
+    ``max_posts - R`` history posts are kept (as when K real posts are appended), and the
+    empty slots' ``dt`` is theirs in :func:`appended_deltas`."""
     B, P, T = len(users), max_posts, encode.max_tokens
+    if reserve < 0:
+        raise ConfigError(f"reserve must be >= 0 new posts, got {reserve}")
     ids = np.zeros((B, P, T), dtype=np.int64)
     lengths = np.zeros((B, P), dtype=np.int64)
     dt = np.zeros((B, P), dtype=np.float32)
-    keep = P - 1 if reserve_last else P
-    end = P - 1 if reserve_last else P
+    R = min(reserve, P)
+    keep = end = P - R
     for b, u in enumerate(users):
         posts = u.posts[-keep:] if keep > 0 else ()
         deltas = time_deltas(u)[-keep:] if keep > 0 else ()
@@ -115,10 +134,8 @@ def tensorize(users: Sequence[User], encode: PostEncoderCache, max_posts: int, *
             ids[b, start + j, : len(tok)] = tok
             lengths[b, start + j] = len(tok)
             dt[b, start + j] = d
-        if reserve_last:
-            nonzero = time_deltas(u)
-            nonzero = nonzero[nonzero > 0]
-            dt[b, P - 1] = float(np.median(nonzero)) if nonzero.size else 0.0
+        if reserve:
+            dt[b, end:] = appended_deltas(u, reserve)[reserve - R:]
     labels = np.array([u.label for u in users], dtype=np.float32)
     lengths_t = torch.from_numpy(lengths)
     return PostBatch(torch.from_numpy(ids), lengths_t, lengths_t > 0, torch.from_numpy(dt),
@@ -401,8 +418,8 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
                                        min_freq=self.min_freq, max_size=self.max_vocab)
         self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
 
-    def tensorize(self, users: Sequence[User], *, reserve_last: bool = False) -> PostBatch:
-        return tensorize(users, self._encode, self.max_posts, reserve_last=reserve_last)
+    def tensorize(self, users: Sequence[User], *, reserve: int = 0) -> PostBatch:
+        return tensorize(users, self._encode, self.max_posts, reserve=reserve)
 
     def _save_extra(self, path: Path) -> dict[str, Any]:
         atomic_write_with(path / VOCAB_FILE, self.vocab_.save)
@@ -414,21 +431,36 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
 
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
                          lengths: torch.Tensor) -> torch.Tensor:
+        """See :meth:`advseq.detector.SoftPostDetector.soft_post_logits`. K soft posts take
+        the last K slots; where K exceeds ``max_posts`` only the last ``max_posts`` are
+        read, exactly as for K real posts."""
         self._check_fitted()
-        if soft_post.dim() != 3 or soft_post.shape[0] != len(histories) \
-                or soft_post.shape[2] != len(self.vocab_):
-            raise ConfigError(f"soft_post must be [B={len(histories)}, T, V={len(self.vocab_)}], "
+        B, V = len(histories), len(self.vocab_)
+        if soft_post.dim() == 3:                      # one post: [B, T, V], lengths [B]
+            soft_post, lengths = soft_post.unsqueeze(1), lengths.unsqueeze(1)
+        elif soft_post.dim() != 4:
+            raise ConfigError(f"soft_post must be [B={B}, T, V={V}] or [B={B}, K, T, V={V}], "
                               f"got {list(soft_post.shape)}")
+        if soft_post.shape[0] != B or soft_post.shape[-1] != V or soft_post.shape[1] < 1 \
+                or tuple(lengths.shape) != tuple(soft_post.shape[:2]):
+            raise ConfigError(f"soft_post must be [B={B}, T, V={V}] with lengths [B] or "
+                              f"[B={B}, K, T, V={V}] with lengths [B, K], got {list(soft_post.shape)} "
+                              f"and lengths {list(lengths.shape)}")
         device = self.torch_device
-        batch = self.tensorize(histories, reserve_last=True).to(device)
+        K, T = soft_post.shape[1], soft_post.shape[2]
+        R = min(K, self.max_posts)                    # the slots the detector reads
+        batch = self.tensorize(histories, reserve=K).to(device)
         self.module_.eval()
-        hist = self.module_.post_vectors(batch)
-        lengths = lengths.to(device).clamp(min=1, max=soft_post.shape[1])
-        new = self.module_.encode_posts(self.module_.embed_soft(soft_post.to(device)), lengths)
-        post_vecs = torch.cat([hist[:, :-1], new.unsqueeze(1)], dim=1)
+        lengths = lengths[:, K - R:].to(device).clamp(min=1, max=T)
+        soft = soft_post[:, K - R:].to(device).reshape(B * R, T, V)
+        new = self.module_.encode_posts(self.module_.embed_soft(soft), lengths.reshape(-1)).view(B, R, -1)
+        P = self.max_posts
+        if batch.mask.any():
+            post_vecs = torch.cat([self.module_.post_vectors(batch)[:, :P - R], new], dim=1)
+        else:                                         # no history post in the window
+            post_vecs = torch.cat([new.new_zeros(B, P - R, new.shape[-1]), new], dim=1)
         mask = batch.mask.clone()
-        mask[:, -1] = True
+        mask[:, P - R:] = True
         lens = batch.lengths.clone()
-        lens[:, -1] = lengths
+        lens[:, P - R:] = lengths
         return self.module_.classify(post_vecs, replace(batch, mask=mask, lengths=lens))
-

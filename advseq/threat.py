@@ -169,8 +169,9 @@ class ThreatModel:
 
     def soft_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
                     lengths: torch.Tensor) -> torch.Tensor:
-        """Differentiable logit of P(malicious) with a soft new post after each history;
-        one query per user. See :meth:`advseq.detector.SoftPostDetector.soft_post_logits`."""
+        """Differentiable logit of P(malicious) with a soft new post (``[B, T, V]``) or K
+        soft posts (``[B, K, T, V]``) after each history; one query per user. See
+        :meth:`advseq.detector.SoftPostDetector.soft_post_logits`."""
         self.require({"gradient"}, "a gradient query")
         self._charge(histories)
         return self._detector.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]

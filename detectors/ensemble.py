@@ -13,7 +13,8 @@ Members are trained with seeds ``seed, seed + 1, ...`` on the same users (one va
 split, carved with ``seed``, for all of them) and saved in
 ``members/<i>/`` of the ensemble's folder. The ensemble offers what every member offers;
 ``gradient`` needs members with one vocabulary (detectors of one kind trained on the same
-users have it), and then a soft post is scored by every member, differentiably.
+users have it), and then a soft post (or K soft posts) is scored by every member,
+differentiably.
 
     advseq train DATA -d ensemble -p member=hlstm -p size=3 --seed 1000 -o surrogate-ens
     advseq train DATA -d ensemble -p member=hlstm -p combine=max --seed 1000 -o surrogate-any
@@ -154,6 +155,7 @@ class EnsembleDetector(Detector):
                               "with one shared vocabulary")
         import torch
 
+        # [B, T, V] or [B, K, T, V]: every member reads the shape itself (one vocabulary).
         each = torch.stack([m.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
                             for m in self.members_])
         return each.amax(dim=0) if self.combine == "max" else each.mean(dim=0)

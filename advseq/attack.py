@@ -23,7 +23,7 @@ import random
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 GOALS = ("evasion", "flip")
 PLACEMENTS = ("append", "replace-last")
 STATUSES = ("ok", "budget_exhausted", "failed")
+MAX_POSTS = 64      #: the most posts (K) one attacker may write per user
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class AttackSpec:
     placement: str = "append"
     context: str | None = None      #: None = each user's last-post context
     max_tokens: int = 30
+    #: K, the posts the attacker writes per user (a budget of the threat model); with
+    #: ``replace-last`` the first replaces the real last post and K - 1 follow it
+    posts: int = 1
 
     def __post_init__(self) -> None:
         if self.goal not in GOALS:
@@ -57,9 +61,17 @@ class AttackSpec:
             raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.max_tokens < 1:
             raise ConfigError("max_tokens must be >= 1")
+        if isinstance(self.posts, bool) or not isinstance(self.posts, int) \
+                or not 1 <= self.posts <= MAX_POSTS:
+            raise ConfigError(f"posts (K) must be an integer from 1 to {MAX_POSTS}, got {self.posts!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as a dict; ``posts`` only when K > 1, so one-post runs keep the
+        records, hashes and manifests they had before K existed."""
+        out = asdict(self)
+        if self.posts == 1:
+            del out["posts"]
+        return out
 
     def targets(self, user: User) -> bool:
         """Whether the attacker writes for this user: under evasion only malicious users
@@ -81,7 +93,27 @@ class AttackSpec:
             timestamp=_next_timestamp(user.posts if self.placement == "append" else user.posts[:-1],
                                       user.posts[-1] if self.placement == "replace-last" else None),
             max_tokens=self.max_tokens,
+            posts=self.posts,
         )
+
+    def next_task(self, task: AttackTask, text: str) -> AttackTask:
+        """The task for the post after ``task``'s, once ``text`` was written for it: the
+        history gains ``text`` (on ``task``'s context, at its timestamp), the new post
+        comes one median gap of the user's real posts later, on the same context."""
+        gap = _median_gap(task.user.posts)
+        timestamp = None if task.timestamp is None or gap is None else task.timestamp + gap
+        return replace(task, history=task.with_post(text), timestamp=timestamp, slot=task.slot + 1,
+                       written=(*task.written, text), attempt=0)
+
+
+def _median_gap(posts: Sequence[Post]) -> float | None:
+    """The median time between consecutive timestamped posts (0 with one), or None
+    when no post has a timestamp."""
+    ts = [p.timestamp for p in posts if p.timestamp is not None]
+    if not ts:
+        return None
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b >= a]
+    return statistics.median(gaps) if gaps else 0.0
 
 
 def _next_timestamp(history: Sequence[Post], replaced: Post | None) -> float | None:
@@ -89,11 +121,10 @@ def _next_timestamp(history: Sequence[Post], replaced: Post | None) -> float | N
     plus the user's median gap."""
     if replaced is not None:
         return replaced.timestamp
-    ts = [p.timestamp for p in history if p.timestamp is not None]
-    if not ts:
+    gap = _median_gap(history)
+    if gap is None:
         return None
-    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b >= a]
-    return ts[-1] + (statistics.median(gaps) if gaps else 0.0)
+    return next(p.timestamp for p in reversed(history) if p.timestamp is not None) + gap
 
 
 @dataclass
@@ -106,6 +137,12 @@ class AttackTask:
     target: int                #: the verdict the attacker wants
     timestamp: float | None    #: the new post's timestamp
     max_tokens: int = 30
+    slot: int = 0              #: 0-based index of the post being written (of ``posts``)
+    posts: int = 1             #: K, the posts the attacker writes for this user
+    #: the posts this attacker already wrote for the user (the last posts of ``history``)
+    written: tuple[str, ...] = ()
+    #: retry number of this slot (a retry after a near copy draws other random numbers)
+    attempt: int = 0
 
     @property
     def user_id(self) -> str:
@@ -161,8 +198,14 @@ class Attack(Configurable, ABC):
         """Write one post per task (same order)."""
 
     def rng(self, task: AttackTask, salt: str = "") -> random.Random:
-        """A generator seeded by (attack seed, user id, salt)."""
-        digest = hashlib.blake2b(f"{self.seed}|{task.user_id}|{salt}".encode(), digest_size=8).digest()
+        """A generator seeded by (attack seed, user id, salt), and the task's slot and
+        retry when they are not 0 (so a one-post attack draws what it always drew)."""
+        key = f"{self.seed}|{task.user_id}|{salt}"
+        if task.slot:
+            key += f"|slot{task.slot}"
+        if task.attempt:
+            key += f"|try{task.attempt}"
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         return random.Random(int.from_bytes(digest, "little"))
 
     def np_rng(self, task: AttackTask, salt: str = "") -> np.random.Generator:

@@ -1,6 +1,8 @@
 """Candidate posts shared by several attacks: the user's own earlier posts (the copycat
 post that search attacks start from and edit) and choosing the candidate the detector
-finds closest to the goal."""
+finds closest to the goal. When the attacker writes several posts for a user, candidates
+that are near copies of the posts it already wrote (``task.written``) are skipped: the K
+posts of one user must be distinct (:func:`is_near_copy`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from advseq.attack import AttackOutput, AttackTask
+from advseq.quality.copies import is_near_copy
 from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
 
@@ -28,21 +31,33 @@ def own_posts(task: AttackTask) -> list[str]:
     return [truncate_post(t, task.max_tokens) for t in posts]
 
 
+def fresh(task: AttackTask, candidates: Sequence[str]) -> list[str]:
+    """``candidates`` without near copies of the posts already written for the task's user
+    (all of them when every one is a near copy, or nothing was written yet)."""
+    if not task.written:
+        return list(candidates)
+    kept = [c for c in candidates if not is_near_copy(c, task.written)]
+    return kept or list(candidates)
+
+
 def copycat_posts(tasks: Sequence[AttackTask], rng: Callable[[AttackTask], random.Random]) -> list[str]:
     """For each task, one of the user's own posts drawn with ``rng(task)`` (an attack's
     :meth:`~advseq.attack.Attack.rng`): the copycat baseline's post, which HotFlip,
-    UniTrigger and the TextAttack recipes start from."""
-    return [rng(t).choice(own_posts(t)) for t in tasks]
+    UniTrigger and the TextAttack recipes start from. Posts near copies of the ones
+    already written for the user are skipped while others are left."""
+    return [rng(t).choice(fresh(t, own_posts(t))) for t in tasks]
 
 
 def pick_best(tasks: Sequence[AttackTask], candidates: Sequence[Sequence[str]], threat: ThreatModel,
               max_candidates: int) -> list[AttackOutput]:
     """For each task, the candidate post the detector finds closest to the task's target
-    (scores if granted, else the first candidate whose label matches), within budget."""
+    (scores if granted, else the first candidate whose label matches), within budget.
+    Near copies of the posts already written for the user are skipped while others are
+    left."""
     outputs = []
     use_score = threat.has("score")
     for task, cands in zip(tasks, candidates, strict=True):
-        cands = list(dict.fromkeys(cands))[:max_candidates]
+        cands = fresh(task, list(dict.fromkeys(cands)))[:max_candidates]
         left = threat.remaining(task.user_id)
         status = "ok"
         if left is not None and left < len(cands):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
-from advseq.candidates import own_posts, pick_best, truncate_post
+from advseq.candidates import fresh, own_posts, pick_best, truncate_post
 from advseq.config import SEED, Choice, Int
 from advseq.errors import ConfigError
 from advseq.schema import BENIGN, Dataset
@@ -47,7 +47,7 @@ class CopycatAttack(Attack):
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if self.choice == "best":
             return pick_best(tasks, [self.candidates(t) for t in tasks], threat, self.max_candidates)
-        return [AttackOutput(self.rng(t).choice(self.candidates(t))) for t in tasks]
+        return [AttackOutput(self.rng(t).choice(fresh(t, self.candidates(t)))) for t in tasks]
 
 
 class BenignCopycatAttack(CopycatAttack):

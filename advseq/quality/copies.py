@@ -31,6 +31,24 @@ def _copy_key(text: str) -> str:
     return " ".join(bleu_tokens(text))
 
 
+def _jaccard_at_least(words: set[str], other: set[str], threshold: float) -> bool:
+    """Whether two word sets overlap by Jaccard >= ``threshold`` (never for an empty one)."""
+    return bool(words) and bool(other) and len(words & other) / len(words | other) >= threshold
+
+
+def is_near_copy(text: str, others: Sequence[str], *, threshold: float = NEAR_COPY_JACCARD) -> bool:
+    """Whether ``text`` is an exact copy (the same tokens, lowercased; two empty posts
+    are copies too) or a near copy (word-set Jaccard >= ``threshold``) of any of
+    ``others``: the rule that keeps the K posts one attacker writes for a user distinct."""
+    key = _copy_key(text)
+    words = set(key.split())
+    for other in others:
+        other_key = _copy_key(other)
+        if other_key == key or _jaccard_at_least(words, set(other_key.split()), threshold):
+            return True
+    return False
+
+
 def copy_flags(posts: Sequence[str], histories: Sequence[Sequence[str]], corpus: Sequence[str], *,
                threshold: float = NEAR_COPY_JACCARD) -> tuple[np.ndarray, np.ndarray]:
     """Per post: is it an exact copy (same tokens, lowercased) of a post the writer could
@@ -61,9 +79,6 @@ def copy_flags(posts: Sequence[str], histories: Sequence[Sequence[str]], corpus:
         if near[i] or not k:
             continue
         words = set(k.split())
-        for h in hist:
-            other = set(_copy_key(h).split())
-            if other and len(words & other) / len(words | other) >= threshold:
-                near[i] = True
-                break
+        if any(_jaccard_at_least(words, set(_copy_key(h).split()), threshold) for h in hist):
+            near[i] = True
     return exact, near

@@ -10,7 +10,9 @@
 * **constraints** — :class:`AttackSpec` (max tokens; attacks add their own, e.g. a
   sentence-similarity floor).
 * **search / generator** — the attack itself: :meth:`Attack.run` writes one post per
-  task, seeing the detector only through :class:`~advseq.threat.ThreatModel`.
+  task, seeing the detector only through :class:`~advseq.threat.ThreatModel`;
+  :meth:`Attack.write_posts` writes ``AttackSpec.posts`` (K) posts per user, by default
+  one at a time with the earlier ones in the history (:mod:`advseq.multipost`).
 
 An attack declares the capabilities it needs in ``requires``; the evaluator refuses to
 start one the threat model does not grant.
@@ -196,6 +198,17 @@ class Attack(Configurable, ABC):
     @abstractmethod
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         """Write one post per task (same order)."""
+
+    def write_posts(self, tasks: Sequence[AttackTask], threat: ThreatModel,
+                    spec: AttackSpec) -> list[list[AttackOutput]]:
+        """Write up to ``spec.posts`` posts per task (same order; each list holds the
+        user's posts in writing order, at least one). Default: the generic sequential
+        strategy (:func:`advseq.multipost.write_sequential`): post 1 by :meth:`run`,
+        then each next post with the earlier ones in the history, for the users the
+        attacker's check finds short of the goal. Joint attacks override this."""
+        from advseq.multipost import write_sequential
+
+        return write_sequential(self, tasks, threat, spec)
 
     def rng(self, task: AttackTask, salt: str = "") -> random.Random:
         """A generator seeded by (attack seed, user id, salt), and the task's slot and

@@ -220,22 +220,10 @@ def run_attack(
             users = [test[i] for i in idx]
             targeted = [u for u in users if spec.targets(u)]
             tasks = [spec.task(u) for u in targeted]
-            t0 = time.perf_counter()
-            outputs = atk.run(tasks, threat) if tasks else []
-            seconds = time.perf_counter() - t0
-            if len(outputs) != len(tasks):
-                raise RuntimeError(f"attack {attack!r} returned {len(outputs)} posts for {len(tasks)} users")
-            written = {t.user_id: (t, o) for t, o in zip(tasks, outputs, strict=True)}
-            attacked_users = [written[u.user_id][0].with_post(written[u.user_id][1].post)
-                              if u.user_id in written else u for u in users]
-            after = deployed.predict_proba(attacked_users)
-            batch_records = []
-            for i, u, p_after in zip(idx, users, after, strict=True):
-                rec = _record(u, float(clean[i]), float(p_after), spec, threshold,
-                              written.get(u.user_id), threat.queries[u.user_id],
-                              seconds / max(1, len(tasks)))
-                batch_records.append(rec)
-                n_success += rec["success"]
+            one_batch = _posts_batch if spec.posts > 1 else _one_post_batch
+            batch_records = one_batch(atk, users, [float(clean[i]) for i in idx], tasks, threat,
+                                      deployed, spec, threshold)
+            n_success += sum(r["success"] for r in batch_records)
             _append(out / RESULTS_FILE, batch_records)
             records.extend(batch_records)
             bar.advance(len(users))
@@ -243,11 +231,17 @@ def run_attack(
     if len(records) != len(test) or {r["user_id"] for r in records} != test_labels.keys():
         raise RuntimeError(f"{out / RESULTS_FILE}: records do not match the run's test users")
     summary = summarize(records, spec=spec, config=config)
+    if spec.posts > 1:
+        from advseq.multipost import posts_summary
+
+        summary.update(posts_summary(records, spec, threshold))
     summary["prepare_seconds"] = round(prepare_seconds, 3)
     if quality:
         from advseq.quality import quality_report
 
         summary["quality"] = quality_report(records, data, split, spec, seed=seed)
+        if spec.posts > 1:
+            summary["quality_by_k"] = summary["quality"].pop("by_k")
         summary.update({k: v for k, v in summary["quality"]["attack"].items()})
     atomic_write_json(out / SUMMARY_FILE, summary)
     atomic_write_json(out / MANIFEST_FILE, build_manifest(
@@ -336,6 +330,58 @@ def _record(user: User, clean_prob: float, attacked_prob: float, spec: AttackSpe
         if output.info:
             rec["info"] = output.info
     return rec
+
+
+def _one_post_batch(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
+                    threat: ThreatModel, deployed: Detector, spec: AttackSpec,
+                    threshold: float) -> list[dict[str, Any]]:
+    """The records of one batch of a one-post attack: its post for every task, scored
+    once on the deployed detector."""
+    t0 = time.perf_counter()
+    outputs = atk.run(tasks, threat) if tasks else []
+    seconds = time.perf_counter() - t0
+    if len(outputs) != len(tasks):
+        raise RuntimeError(f"attack {atk.name!r} returned {len(outputs)} posts for {len(tasks)} users")
+    written = {t.user_id: (t, o) for t, o in zip(tasks, outputs, strict=True)}
+    attacked_users = [written[u.user_id][0].with_post(written[u.user_id][1].post)
+                      if u.user_id in written else u for u in users]
+    after = deployed.predict_proba(attacked_users)
+    return [_record(u, p_clean, float(p_after), spec, threshold, written.get(u.user_id),
+                    threat.queries[u.user_id], seconds / max(1, len(tasks)))
+            for u, p_clean, p_after in zip(users, clean, after, strict=True)]
+
+
+def _posts_batch(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
+                 threat: ThreatModel, deployed: Detector, spec: AttackSpec,
+                 threshold: float) -> list[dict[str, Any]]:
+    """The records of one batch of a K-post attack (:mod:`advseq.multipost`): the
+    attack's posts for every task, the deployed detector's verdict after each post (all
+    users and posts in two calls), and the state after the last post."""
+    from advseq.multipost import (
+        check_written,
+        merged_output,
+        posts_fields,
+        score_states,
+        written_states,
+    )
+
+    t0 = time.perf_counter()
+    written = atk.write_posts(tasks, threat, spec) if tasks else []
+    seconds = time.perf_counter() - t0
+    check_written(atk.name, tasks, written, spec.posts)
+    posts = {t.user_id: [o.post for o in outs] for t, outs in zip(tasks, written, strict=True)}
+    states = {t.user_id: written_states(spec, t, posts[t.user_id]) for t in tasks}
+    first, probs = score_states(deployed, users, states)
+    merged = {t.user_id: (t, merged_output(outs)) for t, outs in zip(tasks, written, strict=True)}
+    batch = []
+    for u, p_clean, p_first in zip(users, clean, first, strict=True):
+        seq = probs.get(u.user_id, [float(p_first)])
+        rec = _record(u, p_clean, seq[-1], spec, threshold, merged.get(u.user_id),
+                      threat.queries[u.user_id], seconds / max(1, len(tasks)))
+        rec.update(posts_fields(rec, posts.get(u.user_id, []), seq if u.user_id in posts else [],
+                                spec.goal, threshold))
+        batch.append(rec)
+    return batch
 
 
 def summarize(records: Sequence[dict[str, Any]], *, spec: AttackSpec, config: dict[str, Any]) -> dict[str, Any]:

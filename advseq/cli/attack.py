@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         placement: Annotated[Placement, PlacementOpt] = Placement.append,
         context: Annotated[str | None, typer.Option(help="Target context for every user (default: each user's last-post context).")] = None,
         max_tokens: Annotated[int, typer.Option(help="Maximum tokens of a written post.")] = 30,
+        posts: Annotated[int, typer.Option("--posts", help="K, the posts the attacker may write per user (1 to 64), one after the other, each a median gap of the user's posts after the last (replace-last: the first replaces the real last post). Every attack writes them one at a time with its earlier ones in the history and stops once its own check says the goal is reached; the query budget covers all K. The summary adds the evasion rate after each k and the posts needed to evade.")] = 1,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter key=value (repeatable).")] = None,
         max_users: Annotated[int | None, typer.Option(help="Attack only the first N test users (quick looks).")] = None,
         quality: Annotated[bool, typer.Option(help="Compute the text-quality metrics (BLEU, perplexity, topic and style similarity).")] = True,
@@ -73,7 +74,8 @@ def register(app: typer.Typer) -> None:
         from advseq.evaluation import run_attack
 
         ds = load(data, lenient=lenient)
-        spec = AttackSpec(goal=goal.value, placement=placement.value, context=context, max_tokens=max_tokens)
+        spec = AttackSpec(goal=goal.value, placement=placement.value, context=context, max_tokens=max_tokens,
+                          posts=posts)
         s = run_attack(ds, detector, attack_name, out=out, mode=mode.value, spec=spec,
                        attack_params=parse_params(param), surrogate=surrogate,
                        surrogate_detector=surrogate_detector, budget=budget, seed=seed,
@@ -88,6 +90,12 @@ def register(app: typer.Typer) -> None:
 
         table.add_row("users scored / targeted / eligible", f"{s['n_users']} / {s['n_targeted']} / {s['n_eligible']}", "")
         table.add_row("evasion rate", f(s["evasion_rate"]), "")
+        if posts > 1:
+            for k, rate in enumerate(s["evasion_by_k"], 1):
+                table.add_row(f"  evasion after {k} post{'s' if k > 1 else ''}", f(rate), "")
+            median = s["posts_to_evade_median"]
+            table.add_row("median posts to reach the goal", "-" if median is None else f"{median:g}", "")
+            table.add_row("eligible users not there in K posts", str(s["posts_to_evade_hist"]["none"]), "")
         table.add_row("attack success rate", f(s["attack_success_rate"]), "")
         table.add_row("F1 before -> after", f"{f(s['before']['f1'])} -> {f(s['after']['f1'])}", "")
         table.add_row("queries per user (mean)", f(s["queries_mean"]), "")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from advseq.attack import AttackSpec
-from advseq.errors import ResourceMissing
+from advseq.errors import ConfigError, ResourceMissing
 from advseq.quality.bleu import (
     BLEU_ORDERS,
     SELF_BLEU_MAX,
@@ -95,20 +95,53 @@ def quality_metrics(items: Sequence[QualityItem], refs: Sequence[str], *,
 
 
 def _items(records: Sequence[dict[str, Any]], data: Dataset,
-           spec: AttackSpec) -> tuple[list[QualityItem], list[QualityItem], list[User]]:
-    """(attack items, real yardstick items, their users) of the targeted records."""
-    attack, real, users = [], [], []
+           spec: AttackSpec) -> tuple[list[QualityItem], list[int], list[QualityItem], list[User]]:
+    """(attack items, the 0-based slot of each, real yardstick items, their users) of the
+    targeted records: one attack item per written post (K > 1: each with the history it
+    was written after, the attacker's earlier posts included), one real item per user."""
+    attack, slots, real, users = [], [], [], []
     for rec in records:
         if not rec.get("targeted") or rec.get("post") is None:
             continue
         user = data[rec["user_id"]]
         last = user.posts[-1]
         task = spec.task(user)
-        attack.append(QualityItem(rec["post"], tuple(task.history.posts), rec.get("context"),
-                                  rec.get("context") == last.context))
+        on_last = rec.get("context") == last.context
+        if spec.posts > 1:
+            from advseq.multipost import slot_tasks
+
+            posts = rec.get("posts") or [rec["post"]]
+            for k, (t, text) in enumerate(zip(slot_tasks(spec, task, posts), posts, strict=True)):
+                attack.append(QualityItem(text, tuple(t.history.posts), rec.get("context"), on_last))
+                slots.append(k)
+        else:
+            attack.append(QualityItem(rec["post"], tuple(task.history.posts), rec.get("context"),
+                                      on_last))
+            slots.append(0)
         real.append(QualityItem(last.text, user.posts[:-1], last.context, True))
         users.append(user)
-    return attack, real, users
+    return attack, slots, real, users
+
+
+class _CachedPerplexity:
+    """A reference LM whose per-post NLLs are computed once, so the K-post report's
+    per-k blocks re-read the flattened block's scores instead of re-running the LM."""
+
+    def __init__(self, lm: Any) -> None:
+        self._lm = lm
+        self._nll: dict[tuple[str, str | None], tuple[float, int]] = {}
+
+    def perplexity(self, posts: Sequence[str], contexts: Sequence[str | None] | None) -> float:
+        keys = list(zip(posts, contexts or [None] * len(posts), strict=True))
+        missing = list(dict.fromkeys(k for k in keys if k not in self._nll))
+        if missing:
+            nll, count = self._lm.token_nll([k[0] for k in missing], [k[1] for k in missing])
+            self._nll.update({k: (float(n), int(c)) for k, n, c in zip(missing, nll, count, strict=True)})
+        total = sum(self._nll[k][0] for k in keys)
+        tokens = sum(self._nll[k][1] for k in keys)
+        if not tokens:
+            raise ConfigError("perplexity of no posts is undefined")
+        return math.exp(total / tokens)
 
 
 def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: DataSplit,
@@ -127,7 +160,7 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
     t0 = time.perf_counter()
     spec = spec or AttackSpec()
     notes: list[str] = []
-    attack_items, real_items, users = _items(records, data, spec)
+    attack_items, slots, real_items, users = _items(records, data, spec)
     ids = {r["user_id"] for r in records}
     ref_users = [u for u in split.test if u.user_id in ids]
     refs = [u.posts[-1].text for u in ref_users]
@@ -185,10 +218,24 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
                  "earlier posts")
     notes.append(f"repetitive: share of posts of 4+ words in which one word makes up more than "
                  f"{REPETITIVE_SHARE:.0%} of the words")
+    if spec.posts > 1 and lm is not None and hasattr(lm, "token_nll"):
+        lm = _CachedPerplexity(lm)
     attack = quality_metrics(attack_items, refs, topics=topics, judge=judge_obj, ref_lm=lm,
                              corpus=corpus, seed=seed)
     real = quality_metrics(real_items, refs, leave_out=leave_out, topics=topics, judge=judge_obj,
                            ref_lm=lm, corpus=corpus, seed=seed)
-    return {"attack": attack, "real": real, "n_posts": len(attack_items),
-            "topic_corpus": topics.corpus, "judge": judge_name, "notes": notes,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    out = {"attack": attack, "real": real, "n_posts": len(attack_items),
+           "topic_corpus": topics.corpus, "judge": judge_name, "notes": notes,
+           "seconds": round(time.perf_counter() - t0, 3)}
+    if spec.posts > 1:
+        notes.append("K posts: `attack` covers every written post, each judged with the history it "
+                     "was written after (the attacker's earlier posts included); `by_k[k - 1]` "
+                     "covers the k-th posts")
+        out["by_k"] = []
+        for k in range(spec.posts):
+            items = [it for it, s in zip(attack_items, slots, strict=True) if s == k]
+            block = quality_metrics(items, refs, topics=topics, judge=judge_obj, ref_lm=lm,
+                                    corpus=corpus, seed=seed)
+            out["by_k"].append({**block, "n_posts": len(items)})
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out

@@ -18,6 +18,8 @@ Config (TOML)::
     max_users = 0                 # 0 = every test user
     ceiling = true                # per soft-token detector: the best evasion ANY one post reaches (advseq ceiling)
     ceiling_steps = 300
+    # posts = [1, 2, 4, 8]        # K, the posts each attacker writes per user: one attack unit
+    #                             # (and ceiling) per K; default 1
 
     [[datasets]]
     name = "wiki"
@@ -35,11 +37,13 @@ Config (TOML)::
     modes = ["white-box", "transfer"]
     params = {}
     # detectors = ["hlstm"]       # only against these (default: every detector)
+    # posts = [1, 4]              # this attack's K values (default: the run's)
 
     [[retrain]]
     detector = "hlstm"            # a label from [[detectors]]
     attack = "petgen"
     rounds = 3
+    # posts = 4                   # K, the posts the loop's attacker writes per user (default 1)
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest
@@ -66,6 +71,9 @@ from advseq.run_config import (  # noqa: F401  (load_config and the config table
 from advseq.schema import Dataset
 from advseq.storage import atomic_write_json
 from advseq.threat import applicability, surrogate_seed
+
+if TYPE_CHECKING:
+    from advseq.attack import AttackSpec
 
 INDEX_FILE = "index.json"
 
@@ -84,6 +92,30 @@ class Unit:
     done: Callable[[], bool]
     info: dict[str, Any] = field(default_factory=dict)
     skip_reason: str | None = None
+
+
+def with_posts(spec: AttackSpec, K: int) -> AttackSpec:
+    """``spec`` writing K posts per user (``spec`` itself for K = 1)."""
+    return spec if spec.posts == K else replace(spec, posts=K)
+
+
+def k_part(K: int) -> str:
+    """What K adds to a unit's folder name: nothing for K = 1 (folders as before K)."""
+    return "" if K == 1 else f"-k{K}"
+
+
+def k_label(K: int) -> str:
+    return "" if K == 1 else f", {K} posts"
+
+
+def posts_info(K: int) -> dict[str, int]:
+    """What K adds to a unit's index entry: nothing for K = 1."""
+    return {} if K == 1 else {"posts": K}
+
+
+def ceiling_posts(cfg: RunConfig) -> list[int]:
+    """The K values a run computes ceilings for: the run's and every attack's."""
+    return sorted({*cfg.posts, *(k for a in cfg.attacks for k in cfg.attack_posts(a))})
 
 
 def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> list[Unit]:
@@ -116,21 +148,24 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
             units.append(Unit("detector", f"{ds_cfg.name}: train {det.name}", path, train,
                               lambda p=path: (p / METRICS_FILE).exists(),
                               {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate}))
-        for det in cfg.detectors if cfg.ceiling else []:
+        for det, K in product(cfg.detectors if cfg.ceiling else [], ceiling_posts(cfg)):
             if "gradient" not in registry.detectors.get(det.detector).capabilities:
                 continue          # the relaxation needs soft tokens; nothing to report otherwise
-            conf = {"detector": det.name, "spec": spec.to_dict(), "max_users": cfg.max_users,
+            spec_k = with_posts(spec, K)
+            conf = {"detector": det.name, "spec": spec_k.to_dict(), "max_users": cfg.max_users,
                     "steps": cfg.ceiling_steps}
-            path = cfg.out / "ceiling" / ds_cfg.folder / f"{det.folder}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
+            path = cfg.out / "ceiling" / ds_cfg.folder / \
+                f"{det.folder}{k_part(K)}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
 
             def ceiling(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path,
-                        dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
-                return run_ceiling(ds, dirs[det.name], path, spec=spec, steps=cfg.ceiling_steps,
+                        dirs: dict[str, Path] = model_dirs, spec_k: AttackSpec = spec_k) -> dict[str, Any]:
+                return run_ceiling(ds, dirs[det.name], path, spec=spec_k, steps=cfg.ceiling_steps,
                                    max_users=cfg.max_users, seed=cfg.seed)
 
-            units.append(Unit("ceiling", f"{ds_cfg.name}: one-post ceiling of {det.name}", path, ceiling,
+            what = "one-post ceiling" if K == 1 else f"{K}-post ceiling"
+            units.append(Unit("ceiling", f"{ds_cfg.name}: {what} of {det.name}", path, ceiling,
                               lambda p=path: (p / CEILING_FILE).exists(),
-                              {"dataset": ds_cfg.name, "detector": det.name}))
+                              {"dataset": ds_cfg.name, "detector": det.name, **posts_info(K)}))
         surrogate_caps = registry.detectors.get(cfg.surrogate.detector).capabilities
         for det in cfg.detectors:
             caps = registry.detectors.get(det.detector).capabilities
@@ -138,12 +173,13 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                 if atk.detectors is not None and det.name not in atk.detectors:
                     continue
                 needs = create_attack(atk.attack, seed=cfg.seed, **atk.params).requires
-                for mode in atk.modes:
+                for mode, K in product(atk.modes, cfg.attack_posts(atk)):
+                    spec_k = with_posts(spec, K)
                     conf = {"attack": atk.attack, "params": atk.params, "mode": mode, "budget": atk.budget,
-                            "spec": spec.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
+                            "spec": spec_k.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
                             "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
                     key = unit_key("attack", conf, checksum, cfg.seed)
-                    path = cfg.out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}-{key}"
+                    path = cfg.out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}{k_part(K)}-{key}"
                     if mode == "transfer":
                         skip = applicability(needs, mode, surrogate_caps, attack=f"attack {atk.attack!r}",
                                              detector=repr(cfg.surrogate.detector))
@@ -151,42 +187,45 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                         skip = applicability(needs, mode, caps, attack=atk.name, detector=det.name)
 
                     def attack(ds: Dataset = ds, det: DetectorCfg = det, atk: AttackCfg = atk, mode: str = mode,
-                               path: Path = path, dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
-                        return run_attack(ds, dirs[det.name], atk.attack, out=path, mode=mode, spec=spec,
+                               path: Path = path, dirs: dict[str, Path] = model_dirs,
+                               spec_k: AttackSpec = spec_k) -> dict[str, Any]:
+                        return run_attack(ds, dirs[det.name], atk.attack, out=path, mode=mode, spec=spec_k,
                                           attack_params=atk.params, budget=atk.budget, seed=cfg.seed,
                                           resume=True, repair=repair, max_users=cfg.max_users,
                                           quality=cfg.quality,
                                           surrogate=dirs.get(cfg.surrogate.name) if mode == "transfer" else None,
                                           progress=False)
 
-                    units.append(Unit("attack", f"{ds_cfg.name}: {atk.name} ({mode}) vs {det.name}", path, attack,
-                                      lambda p=path: (p / "summary.json").exists(),
+                    units.append(Unit("attack", f"{ds_cfg.name}: {atk.name} ({mode}{k_label(K)}) vs {det.name}",
+                                      path, attack, lambda p=path: (p / "summary.json").exists(),
                                       {"dataset": ds_cfg.name, "detector": det.name, "attack": atk.name,
-                                       "mode": mode}, skip))
+                                       "mode": mode, **posts_info(K)}, skip))
         for rt in cfg.retrain:
             det = next(d for d in cfg.detectors if d.name == rt.detector)
+            spec_k = with_posts(spec, rt.posts)
             conf = {"detector": det.detector, "params": det.params, "attack": rt.attack,
                     "attack_params": rt.params, "rounds": rt.rounds, "mode": rt.mode,
-                    "spec": spec.to_dict(), "max_users": cfg.max_users}
+                    "spec": spec_k.to_dict(), "max_users": cfg.max_users}
             if rt.mode == "transfer":   # only then does the loop train the run's surrogate
                 conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
             key = unit_key("retrain", conf, checksum, cfg.seed)
-            path = cfg.out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}-{key}"
+            path = cfg.out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}{k_part(rt.posts)}-{key}"
 
             def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path,
-                     dirs: dict[str, Path] = model_dirs) -> dict[str, Any]:
+                     dirs: dict[str, Path] = model_dirs, spec_k: AttackSpec = spec_k) -> dict[str, Any]:
                 return retrain_loop(ds, det.detector, rt.attack, path, rounds=rt.rounds, mode=rt.mode,
                                     seed=cfg.seed, initial=dirs[det.name], test_size=cfg.test_size, split_seed=cfg.split_seed,
-                                    detector_params=det.params, attack_params=rt.params, spec=spec,
+                                    detector_params=det.params, attack_params=rt.params, spec=spec_k,
                                     max_users=cfg.max_users, surrogate=cfg.surrogate.detector,
                                     surrogate_params=cfg.surrogate.params, repair=repair,
                                     progress=False)
 
-            units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} ({rt.rounds} rounds)",
+            units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} "
+                                         f"({rt.rounds} rounds{k_label(rt.posts)})",
                               path, loop, lambda p=path: (p / ROUNDS_FILE).exists() and
                               "f1_change" in json.loads((p / ROUNDS_FILE).read_text()),
                               {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
-                               "rounds": rt.rounds, "mode": rt.mode}))
+                               "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}))
     return units
 
 

@@ -16,6 +16,14 @@ Round 0 trains the detector on the training split. Every round ``r``:
    joined with a re-posted earlier post instead taught the detector "a new-looking last
    post means malicious", the one slot the attacker controls (docs/results.md).
 
+With ``posts`` = K > 1 the attacker writes up to K posts per user
+(:meth:`advseq.attack.Attack.write_posts`): the round table adds the test attack's
+evasion after each k (``evasion_by_k``) and its median posts to evade; each targeted
+training user joins with the posts the attacker wrote for it (it stops once the goal
+holds), and each other training user with as many posts as a targeted user got (drawn
+per user from the targeted users' counts, seeded), so the number of new posts cannot
+become the label signal either.
+
 In ``transfer`` mode the attacker trains its own ``surrogate`` detector (with
 ``surrogate_params``) on the training split and attacks that white-box.
 
@@ -25,13 +33,16 @@ under ``round_<r>/`` (a killed loop resumes at the first unfinished step).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from advseq.attack import AttackSpec, create_attack
+from advseq.attack import AttackSpec, AttackTask, create_attack
 from advseq.detector import create_detector, load_detector
 from advseq.errors import CapabilityError, ConfigError, DataError
 from advseq.evaluation import run_attack
@@ -56,12 +67,21 @@ def _save_detector(det: Any, out: Path, data: Dataset, split: Any, metrics: dict
                                                           fit_info=getattr(det, "fit_info_", {})))
 
 
-def augment(users: list[User], posts: dict[str, str], tasks: dict[str, Any], tag: str) -> list[User]:
-    """Copies of ``users`` with their written post appended, as new training examples."""
+def augment(users: list[User], posts: dict[str, str | Sequence[str]], tasks: dict[str, Any], tag: str,
+            spec: AttackSpec | None = None) -> list[User]:
+    """Copies of ``users`` with their written post (or posts, written in a row from the
+    task by ``spec``'s rule) appended, as new training examples."""
     out = []
     for u in users:
         if u.user_id in posts:
-            attacked = tasks[u.user_id].with_post(posts[u.user_id])
+            written = posts[u.user_id]
+            task = tasks[u.user_id]
+            if isinstance(written, str):
+                attacked = task.with_post(written)
+            else:
+                from advseq.multipost import written_states
+
+                attacked = written_states(spec or AttackSpec(), task, written)[-1]
             out.append(User(f"{u.user_id}#{tag}", u.label, attacked.posts))
     return out
 
@@ -73,13 +93,14 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  max_users: int | None = None, quality: bool = False,
                  initial: str | Path | None = None, surrogate: str = SURROGATE_DETECTOR,
                  surrogate_params: dict[str, Any] | None = None, repair: bool = False,
-                 progress: bool | None = None) -> dict[str, Any]:
+                 posts: int | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
 
     ``initial``: a detector folder already trained with these settings on this split
     (e.g. by ``advseq train`` or a run matrix), used as round 0 instead of training it
     again; refused when its recorded split or settings differ. ``surrogate`` and
-    ``surrogate_params``: the detector the attacker trains in ``transfer`` mode."""
+    ``surrogate_params``: the detector the attacker trains in ``transfer`` mode.
+    ``posts``: K, the posts the attacker writes per user (default: the spec's, 1)."""
     from advseq.progress import progress_bar
 
     if rounds < 1:
@@ -87,6 +108,10 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     check_mode(mode)
     out = Path(out)
     spec = spec or AttackSpec()
+    if posts is not None:
+        if spec.posts not in (1, posts):
+            raise ConfigError(f"posts={posts} disagrees with the attack spec's posts={spec.posts}")
+        spec = replace(spec, posts=posts)
     detector_params = dict(detector_params or {})
     attack_params = dict(attack_params or {})
     split = data.split(test_size=test_size, seed=split_seed)
@@ -144,6 +169,9 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                    "evasion_rate": summary["evasion_rate"],
                    "attack_success_rate": summary["attack_success_rate"],
                    "f1_after_attack": summary["after"]["f1"]}
+            if spec.posts > 1:
+                row.update(evasion_by_k=summary.get("evasion_by_k"),
+                           posts_to_evade_median=summary.get("posts_to_evade_median"))
             table.append(row)
             atomic_write_json(out / ROUNDS_FILE, {"config": config, "rounds": table})
             bar.advance()
@@ -237,9 +265,47 @@ def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
     # that the attacker's writing cannot become the label signal.
     users = [u for u in split.train if spec.targets(u)] + [u for u in split.train if not spec.targets(u)]
     tasks = {u.user_id: spec.task(u) for u in users}
-    posts: dict[str, str] = {}
+    tag = f"adv{rdir.name.split('_')[-1]}"
+    if spec.posts > 1:
+        return augment(users, _write_training_posts(atk, users, tasks, threat, spec, seed), tasks, tag, spec)
+    posts: dict[str, str | Sequence[str]] = {}
     for s in range(0, len(users), 32):
         part = [tasks[u.user_id] for u in users[s:s + 32]]
         for task, output in zip(part, atk.run(part, threat), strict=True):
             posts[task.user_id] = output.post
-    return augment(users, posts, tasks, f"adv{rdir.name.split('_')[-1]}")
+    return augment(users, posts, tasks, tag)
+
+
+def _write_training_posts(atk: Any, users: list[User], tasks: dict[str, AttackTask], threat: ThreatModel,
+                          spec: AttackSpec, seed: int) -> dict[str, str | Sequence[str]]:
+    """K > 1: the posts of every training user (see the module docstring): the targeted
+    users' from the attack's ``write_posts``; each other user gets as many as a targeted
+    user got (a seeded draw per user id), written slot by slot by the attack's ``run``,
+    a near copy of the user's earlier posts ending its sequence."""
+    from advseq.quality.copies import is_near_copy
+
+    posts: dict[str, str | Sequence[str]] = {}
+    targeted = [u for u in users if spec.targets(u)]
+    for s in range(0, len(targeted), 32):
+        part = [tasks[u.user_id] for u in targeted[s:s + 32]]
+        for task, outs in zip(part, atk.write_posts(part, threat, spec), strict=True):
+            posts[task.user_id] = [o.post for o in outs]
+    counts = [len(posts[u.user_id]) for u in targeted] or [spec.posts]
+    want = {}
+    for u in users:
+        if not spec.targets(u):
+            draw = hashlib.blake2b(f"{seed}|{u.user_id}|posts".encode(), digest_size=8).digest()
+            want[u.user_id] = counts[int.from_bytes(draw, "little") % len(counts)]
+    current = {uid: tasks[uid] for uid in want}
+    written: dict[str, list[str]] = {uid: [] for uid in want}
+    for slot in range(max(want.values(), default=0)):
+        active = [uid for uid in want if len(written[uid]) == slot and want[uid] > slot]
+        for s in range(0, len(active), 32):
+            part = [current[uid] for uid in active[s:s + 32]]
+            for task, output in zip(part, atk.run(part, threat), strict=True):
+                if slot and is_near_copy(output.post, written[task.user_id]):
+                    continue                  # the user's sequence ends here
+                written[task.user_id].append(output.post)
+                current[task.user_id] = spec.next_task(task, output.post)
+    posts.update({uid: texts for uid, texts in written.items() if texts})
+    return posts

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from advseq.attack import MAX_POSTS
 from advseq.config import (
     INT_MAX,
     Bool,
@@ -39,19 +39,45 @@ from advseq.config import (
 from advseq.errors import ConfigError
 from advseq.storage import one_line
 from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES, surrogate_seed
-from advseq.toml_lines import TomlLines
+from advseq.toml_lines import MAX_CONFIG_BYTES, TomlLines, parse_toml, read_config_text  # noqa: F401
 
-#: the largest run config read (a config is a few hundred bytes)
-MAX_CONFIG_BYTES = 1 << 20
 #: a name that is its own folder name; others get a slug and a hash of the name
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 SEED_RULE = Int(0, INT_MAX)
+
+
+class PostCounts(Rule):
+    """The K values of a ``posts`` key: one integer in [1, MAX_POSTS] or a list of distinct
+    ones (``posts = [1, 2, 4, 8]``: one attack unit per K)."""
+
+    _K = Int(1, MAX_POSTS)
+
+    def _problem(self, value: Any) -> str | None:
+        if not isinstance(value, list | tuple):
+            return None if self._K.problem(value) is None else \
+                self._want(f"an integer in [1, {MAX_POSTS}] or a list of them", value)
+        if not 1 <= len(value) <= MAX_POSTS:
+            return self._want(f"a list of 1 to {MAX_POSTS} integers", value)
+        for i, v in enumerate(value):
+            bad = self._K.problem(v)
+            if bad:
+                return f"item {i}: {bad}"
+        twice = next((v for j, v in enumerate(value) if v in value[:j]), None)
+        return None if twice is None else f"K = {twice} is listed twice"
+
+
+def post_counts(value: Any) -> list[int]:
+    """A checked ``posts`` value as a list of K values."""
+    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
+
+
 RUN_KEYS: dict[str, Rule] = {
     "name": Text(empty=True), "out": Text(), "seed": SEED_RULE,
     "test_size": Float(0, 1, low_open=True, high_open=True), "split_seed": SEED_RULE,
     "quality": Bool(), "max_users": Int(0), "goal": Choice("evasion", "flip"),
     "placement": Choice("append", "replace-last"), "ceiling": Bool(), "ceiling_steps": Int(1, 100_000),
+    "posts": PostCounts(),
 }
 DATASET_KEYS: dict[str, Rule] = {"name": Text(empty=True), "demo": Bool(), "shared": Text(),
                                  "path": Text()}
@@ -60,10 +86,11 @@ SURROGATE_KEYS: dict[str, Rule] = {"detector": Text(), "params": Table()}
 ATTACK_KEYS: dict[str, Rule] = {
     "name": Text(empty=True), "attack": Text(), "params": Table(), "budget": Int(1),
     "modes": Items(Choice(*THREAT_MODES), max_len=len(THREAT_MODES)),
-    "detectors": Items(Text(empty=True)),
+    "detectors": Items(Text(empty=True)), "posts": PostCounts(),
 }
 RETRAIN_KEYS: dict[str, Rule] = {"detector": Text(empty=True), "attack": Text(empty=True),
-                                 "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table()}
+                                 "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table(),
+                                 "posts": Int(1, MAX_POSTS)}
 #: top-level tables: name -> (is an array of tables, its keys)
 TABLES: dict[str, tuple[bool, dict[str, Rule]]] = {
     "run": (False, RUN_KEYS), "datasets": (True, DATASET_KEYS), "detectors": (True, DETECTOR_KEYS),
@@ -113,6 +140,7 @@ class AttackCfg(Named):
     params: dict[str, Any] = field(default_factory=dict)
     budget: int | None = None
     detectors: list[str] | None = None     #: only against these [[detectors]] labels
+    posts: list[int] | None = None         #: the K values to run (None: the run's)
 
 
 @dataclass
@@ -122,6 +150,7 @@ class RetrainCfg:
     rounds: int = 3
     mode: str = "white-box"
     params: dict[str, Any] = field(default_factory=dict)
+    posts: int = 1                         #: K, the posts the loop's attacker writes per user
 
 
 @dataclass
@@ -137,6 +166,7 @@ class RunConfig:
     placement: str = "append"
     ceiling: bool = False
     ceiling_steps: int = 300
+    posts: list[int] = field(default_factory=lambda: [1])   #: K values of every attack
     datasets: list[DatasetCfg] = field(default_factory=list)
     detectors: list[DetectorCfg] = field(default_factory=list)
     surrogate: DetectorCfg = field(default_factory=lambda: DetectorCfg("surrogate", SURROGATE_DETECTOR))
@@ -144,16 +174,28 @@ class RunConfig:
     retrain: list[RetrainCfg] = field(default_factory=list)
     source: str | None = None
 
+    def attack_posts(self, atk: AttackCfg) -> list[int]:
+        """The K values ``atk`` runs with: its own ``posts``, else the run's."""
+        return atk.posts or self.posts
+
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (run.json, index.json); a ``posts`` at its default
+        (K = 1) is left out, so one-post configs keep the record they had before K."""
         def conv(x: Any) -> Any:
             if isinstance(x, Path):
                 return str(x)
             if isinstance(x, list):
                 return [conv(i) for i in x]
             if hasattr(x, "__dataclass_fields__"):
-                return {k: conv(getattr(x, k)) for k in x.__dataclass_fields__}
+                return {k: conv(getattr(x, k)) for k in x.__dataclass_fields__
+                        if not (k == "posts" and _at_default(x, k))}
             return x
         return conv(self)
+
+
+def _at_default(obj: Any, name: str) -> bool:
+    f = obj.__dataclass_fields__[name]
+    return bool(getattr(obj, name) == (f.default if f.default_factory is MISSING else f.default_factory()))
 
 
 def field_name(table: str, index: int | None, key: str | None) -> str:
@@ -244,45 +286,6 @@ class ConfigReader:
             seen[name], folders[folder] = i, i
 
 
-def read_config_text(path: Path) -> str:
-    """The text of the TOML file ``path``; a :class:`ConfigError` when it is missing, not
-    a regular file, too large or not UTF-8 (with the line of the first bad byte)."""
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a regular file")
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a run config")
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x})") from None
-
-
-def parse_toml(path: Path, text: str) -> dict[str, Any]:
-    """``tomllib.loads(text)``, its errors located: ``FILE:LINE:COL: invalid TOML: ...``."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        msg = str(err)
-        at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
-        if at:
-            raise ConfigError(f"{path}:{at.group(1)}:{at.group(2)}: invalid TOML: "
-                              f"{msg[:at.start()]}") from None
-        raise ConfigError(f"{path}: invalid TOML: {one_line(msg)}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deep") from None
-    except ValueError as err:   # an integer too long to convert
-        long = re.search(r"\d{4000,}", text)
-        line = f":{text.count(chr(10), 0, long.start()) + 1}" if long else ""
-        raise ConfigError(f"{path}{line}: invalid TOML: {one_line(err, 120)}") from None
-
-
 def check_out_folder(out: Path, field: str) -> None:
     """Refuse a run folder that is a file or lies under one (``field`` names the option)."""
     for p in (out, *out.parents):
@@ -324,6 +327,7 @@ def load_config(source: str | Path | Mapping[str, Any], *,
         max_users=int(run["max_users"]) if run.get("max_users") else None,
         goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
         ceiling=bool(run.get("ceiling", False)), ceiling_steps=int(run.get("ceiling_steps", 300)),
+        posts=post_counts(run.get("posts", 1)),
         source=None if isinstance(source, Mapping) else str(path),
     )
     cfg.datasets = [_dataset(r, d, i, base) for i, d in enumerate(raw.get("datasets", []))]
@@ -432,7 +436,8 @@ def _attack(r: ConfigReader, raw: dict[str, Any], i: int, seed: int) -> AttackCf
         r.fail("attacks", i, "modes", f"mode {twice!r} is listed twice")
     params = dict(a.get("params", {}))
     r.params(cls, params, seed, "attacks", i, kind)
-    return AttackCfg(label, kind, modes, params, a.get("budget"), a.get("detectors"))
+    return AttackCfg(label, kind, modes, params, a.get("budget"), a.get("detectors"),
+                     post_counts(a["posts"]) if "posts" in a else None)
 
 
 def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> RetrainCfg:
@@ -454,4 +459,5 @@ def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> Re
     if named is not None and not params:
         params = named.params
     r.params(cls, params, cfg.seed, "retrain", i, kind)
-    return RetrainCfg(det, kind, int(rt.get("rounds", 3)), str(rt.get("mode", "white-box")), params)
+    return RetrainCfg(det, kind, int(rt.get("rounds", 3)), str(rt.get("mode", "white-box")), params,
+                      int(rt.get("posts", 1)))

@@ -1,10 +1,20 @@
-"""Where the keys and tables of a TOML text sit: tomllib gives values, not positions, so
-config errors find the line of ``key =`` within its table by reading the text."""
+"""Reading a TOML config file, and where its keys and tables sit: tomllib gives values,
+not positions, so config errors find the line of ``key =`` within its table by reading
+the text."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from advseq.errors import ConfigError
+from advseq.storage import one_line
+
+#: the largest run config read (a config is a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
 
 _BARE = r'(?:"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)'
 _DOTTED = rf"{_BARE}(?:\s*\.\s*{_BARE})*"
@@ -69,3 +79,42 @@ class TomlLines:
             if not path:
                 return self._first.get(table) if index is None else None
             path = path[:-1]
+
+
+def read_config_text(path: Path) -> str:
+    """The text of the TOML file ``path``; a :class:`ConfigError` when it is missing, not
+    a regular file, too large or not UTF-8 (with the line of the first bad byte)."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a run config")
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x})") from None
+
+
+def parse_toml(path: Path, text: str) -> dict[str, Any]:
+    """``tomllib.loads(text)``, its errors located: ``FILE:LINE:COL: invalid TOML: ...``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+        if at:
+            raise ConfigError(f"{path}:{at.group(1)}:{at.group(2)}: invalid TOML: "
+                              f"{msg[:at.start()]}") from None
+        raise ConfigError(f"{path}: invalid TOML: {one_line(msg)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deep") from None
+    except ValueError as err:   # an integer too long to convert
+        long = re.search(r"\d{4000,}", text)
+        line = f":{text.count(chr(10), 0, long.start()) + 1}" if long else ""
+        raise ConfigError(f"{path}{line}: invalid TOML: {one_line(err, 120)}") from None

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         placement: Annotated[Placement, PlacementOpt] = Placement.append,
         max_users: Annotated[int | None, typer.Option(help="Evaluate on a stratified sample of N test users.")] = None,
         quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
+        posts: Annotated[int, typer.Option("--posts", help="K, the posts the attacker writes per user (1 to 64): each round's test attack reports evasion after each k.")] = 1,
         initial: Annotated[Path | None, typer.Option(help="Use this detector folder (from `advseq train` with the same settings and seed) as round 0 instead of training it again.")] = None,
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
@@ -63,15 +64,19 @@ def register(app: typer.Typer) -> None:
         ds = load(data, lenient=lenient)
         res = retrain_loop(ds, detector, attack, out, rounds=rounds, mode=mode.value, seed=seed,
                            detector_params=parse_params(detector_param), attack_params=parse_params(param),
-                           spec=AttackSpec(goal=goal.value, placement=placement.value),
+                           spec=AttackSpec(goal=goal.value, placement=placement.value, posts=posts),
                            max_users=max_users, quality=quality, initial=initial, progress=progress)
         table = Table(title=f"retraining {detector} against {attack} ({mode.value})", title_justify="left")
-        for col in ("round", "train users", "F1", "ROC-AUC", "evasion rate", "F1 under attack"):
+        from advseq.report.retraining import evasion_by_k_cell
+
+        cols = ["round", "train users", "F1", "ROC-AUC", "evasion rate", "F1 under attack"]
+        cols += [f"evasion after k = 1..{posts}"] if posts > 1 else []
+        for col in cols:
             table.add_column(col, justify="right")
         for r in res["rounds"]:
             table.add_row(str(r["round"]), str(r["n_train"]), f"{r['f1']:.3f}", f"{r['roc_auc']:.3f}",
                           "-" if r["evasion_rate"] is None else f"{r['evasion_rate']:.3f}",
-                          f"{r['f1_after_attack']:.3f}")
+                          f"{r['f1_after_attack']:.3f}", *([evasion_by_k_cell(r)] if posts > 1 else []))
         console.print(table)
         console.print(f"results in {out}/rounds.json", highlight=False)
 

@@ -12,7 +12,8 @@ script, nothing fetched. Figures use matplotlib's Agg canvas (no pyplot state).
 
 The pieces: :mod:`~advseq.report.loading` reads the run folders into :class:`Results`;
 the section modules (:mod:`~advseq.report.run_sections`,
-:mod:`~advseq.report.attack_sections`, :mod:`~advseq.report.retraining`) turn them into
+:mod:`~advseq.report.attack_sections`, :mod:`~advseq.report.posts_sections` — only when
+some unit wrote K > 1 posts per user —, :mod:`~advseq.report.retraining`) turn them into
 the document model of :mod:`~advseq.report.blocks`, with plots from
 :mod:`~advseq.report.figures`; :mod:`~advseq.report.render` writes Markdown and HTML.
 """
@@ -34,6 +35,7 @@ from advseq.report.blocks import SECTIONS, Figure, Section
 from advseq.report.context import ReportContext
 from advseq.report.figures import FigureFolder
 from advseq.report.loading import Results, load_results
+from advseq.report.posts_sections import POSTS_SECTION, has_posts, posts_section
 from advseq.report.render import render_html, render_markdown
 from advseq.report.retraining import retrain_verdict, retraining_section
 from advseq.report.run_sections import (
@@ -44,7 +46,7 @@ from advseq.report.run_sections import (
 )
 from advseq.storage import atomic_write_text
 
-__all__ = ["FIGURES_DIR", "REPORT_HTML", "REPORT_MD", "SECTIONS", "ReportFiles", "Results",
+__all__ = ["FIGURES_DIR", "POSTS_SECTION", "REPORT_HTML", "REPORT_MD", "SECTIONS", "ReportFiles", "Results",
            "build_report", "load_results", "render_html", "render_markdown", "retrain_verdict"]
 
 REPORT_MD = "report.md"
@@ -66,9 +68,13 @@ class ReportFiles:
 
 
 def build_sections(res: Results, figures: FigureFolder, examples: int = 3) -> list[Section]:
-    """Every section of the report, in order; figures are saved to ``figures`` on the way."""
+    """Every section of the report, in order; figures are saved to ``figures`` on the way.
+    The written-posts section follows the attack matrix when some unit has K > 1."""
     ctx = ReportContext(res, figures, examples)
-    return [build(ctx) for build in _SECTION_BUILDERS]
+    builders = list(_SECTION_BUILDERS)
+    if has_posts(res):
+        builders.insert(builders.index(attack_matrix_section) + 1, posts_section)
+    return [build(ctx) for build in builders]
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, examples: int = 3,

@@ -49,7 +49,7 @@ def attack_matrix_section(ctx: ReportContext) -> Section:
         cells: dict[tuple[str, str], tuple[float | None, float | None, str | None]] = {}
         multi = ctx.run_col()
         for a in atks:
-            base = ([a.run] if multi else []) + [a.detector, a.attack, a.mode]
+            base = ([a.run] if multi else []) + [a.detector, a.label, a.mode]
             if not a.ok:
                 m = mark(a.reason)
                 label = "n/a" if a.status == "not applicable" else a.status
@@ -65,7 +65,7 @@ def attack_matrix_section(ctx: ReportContext) -> Section:
         for c in ctx.res.ceilings:
             if c.dataset != ds:
                 continue
-            base = ([c.run] if multi else []) + [c.detector, "one-post ceiling"]
+            base = ([c.run] if multi else []) + [c.detector, ceiling_name(c.posts)]
             if not c.data:
                 rows.append(base + ["relaxed", f"{c.status} {mark('ceiling.json not found')}"] + [DASH] * 8)
                 continue
@@ -87,8 +87,9 @@ def attack_matrix_section(ctx: ReportContext) -> Section:
                     "relaxed post optimised by gradient descent over the detector's vocabulary "
                     "(relaxed) and of its arg-max words re-scored as text (witness tokens)."))
         det_rows = ordered((a.detector for a in atks), [m.label for m in ctx.models(ds)])
-        cols = ordered((a.column for a in atks), [f"{x}/{m}" for x in dict.fromkeys(a.attack for a in atks)
-                                                 for m in THREAT_MODES])
+        names = list(dict.fromkeys(a.attack for a in atks))
+        cols = list(dict.fromkeys(a.column for a in sorted(atks, key=lambda a: (
+            names.index(a.attack), _mode_rank(a.mode), a.posts))))
         fig = heatmap_figure(det_rows, cols, cells)
         sec.blocks.append(ctx.figs.save(
             fig, f"heatmap-{ds}",
@@ -96,9 +97,9 @@ def attack_matrix_section(ctx: ReportContext) -> Section:
                 f"{', '.join(det_rows)}; columns {', '.join(cols)}.",
             caption=f"Evasion and attack success rate per detector × attack/mode on {ds}; grey "
                     "cells are units that did not run (footnotes above give the reason)."))
-        attacks = list(dict.fromkeys(a.attack for a in atks))
+        attacks = list(dict.fromkeys(a.label for a in atks))
         modes = ordered((a.mode for a in atks if a.ok), THREAT_MODES)
-        values = {(a.detector, a.attack, a.mode): (a.summary["before"]["f1"], a.summary["after"]["f1"])
+        values = {(a.detector, a.label, a.mode): (a.summary["before"]["f1"], a.summary["after"]["f1"])
                   for a in atks if a.ok}
         if values:
             fig = f1_bars_figure(det_rows, attacks, modes, values)
@@ -117,7 +118,7 @@ def _quality_scatter(ctx: ReportContext, ds: str, atks: list[AttackResult]) -> l
     with_q = [a for a in atks if a.quality]
     if not with_q:
         return [Para("Quality-vs-efficacy plot: not drawn (text-quality metrics not computed).", note=True)]
-    points = [{"attack": a.attack, "mode": a.mode, "detector": a.detector,
+    points = [{"attack": a.label, "mode": a.mode, "detector": a.detector,
                "evasion": a.summary.get("evasion_rate"), "quality": a.quality["attack"]} for a in with_q]
     panels = [("bleu_2", "BLEU-2 (higher = closer to real posts)")]
     for key in ("perplexity_judge", "perplexity_ref"):
@@ -181,7 +182,7 @@ def text_quality_section(ctx: ReportContext) -> Section:
         for members in groups.values():
             for a in members:
                 q = a.quality["attack"]
-                rows.append(([a.run] if multi else []) + [a.detector, a.attack, a.mode, fmt(a.quality.get("n_posts"))]
+                rows.append(([a.run] if multi else []) + [a.detector, a.label, a.mode, fmt(a.quality.get("n_posts"))]
                             + [fmt(q.get(k), _nd(k)) for k in keys])
             real = members[0].quality.get("real") or {}
             emph.append(len(rows))
@@ -196,7 +197,7 @@ def text_quality_section(ctx: ReportContext) -> Section:
         for a in atks:
             judge = a.quality.get("judge")
             extra = "; ".join(a.quality.get("notes") or [])
-            notes.append(f"{a.detector} · {a.attack} ({a.mode}): judge {judge or 'none'}, topic "
+            notes.append(f"{a.detector} · {a.label} ({a.mode}): judge {judge or 'none'}, topic "
                          f"corpus {a.quality.get('topic_corpus', DASH)}, "
                          f"{fmt(a.quality.get('seconds'), 1)} s. {extra}")
         sec.blocks.append(Details("Quality notes per run", "\n".join(notes)))
@@ -247,9 +248,7 @@ def examples_section(ctx: ReportContext) -> Section:
                 if rec is None or not rec.get("targeted"):
                     continue
                 target = target or rec.get("context")
-                rows.append([a.detector, a.attack, a.mode, rec.get("post") or DASH,
-                             f"{fmt(rec.get('clean_prob'))} → {fmt(rec.get('attacked_prob'))}",
-                             _outcome(rec)])
+                rows.append([a.detector, a.label, a.mode, *_written(rec), _outcome(rec)])
             sec.blocks.append(Table(
                 ["detector", "attack", "mode", "written post", "P(malicious) before → after", "outcome"],
                 rows, id=f"tbl-written-{slug(uid)}", text_cols=(3,),
@@ -295,7 +294,7 @@ def cost_section(ctx: ReportContext) -> Section:
         for a in atks:
             s = a.summary
             rows.append(([a.run] if multi else []) + [
-                a.detector, a.attack, a.mode, fmt(s.get("n_targeted")), fmt(_float(s.get("queries_mean")), 1),
+                a.detector, a.label, a.mode, fmt(s.get("n_targeted")), fmt(_float(s.get("queries_mean")), 1),
                 fmt(_float(s.get("queries_median")), 1), fmt(s.get("budget")), fmt(s.get("budget_exhausted")),
                 fmt(s.get("failed")), fmt(s.get("attack_seconds"), 2), fmt(s.get("posts_per_second"), 2),
                 fmt(s.get("prepare_seconds"), 2)]
@@ -324,6 +323,26 @@ def cost_section(ctx: ReportContext) -> Section:
             sec.blocks.append(Para("Transfer mode: queries are to the attacker's own surrogate; the "
                                    "deployed detector scores each attacked user once.", note=True))
     return sec
+
+
+def ceiling_name(posts: int) -> str:
+    """How the tables name a ceiling of K relaxed posts."""
+    return "one-post ceiling" if posts == 1 else f"{posts}-post ceiling"
+
+
+def _mode_rank(mode: str) -> int:
+    return THREAT_MODES.index(mode) if mode in THREAT_MODES else len(THREAT_MODES)
+
+
+def _written(rec: dict[str, Any]) -> list[str]:
+    """The written-post and score cells of one record: with K posts, each post numbered
+    and the score after each."""
+    before = fmt(rec.get("clean_prob"))
+    posts, probs = rec.get("posts"), rec.get("probs")
+    if isinstance(posts, list) and len(posts) > 1 and isinstance(probs, list):
+        text = " ".join(f"({k}) {p}" for k, p in enumerate(posts, 1))
+        return [text, " → ".join([before, *(fmt(p) for p in probs)])]
+    return [rec.get("post") or DASH, f"{before} → {fmt(rec.get('attacked_prob'))}"]
 
 
 def _float(x: Any) -> float | None:

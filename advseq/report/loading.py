@@ -71,14 +71,27 @@ class AttackResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     manifest: dict[str, Any] | None = None
     seconds: float | None = None
+    posts: int = 1                  #: K, the posts the attack wrote per user
 
     @property
     def ok(self) -> bool:
         return self.summary is not None
 
     @property
+    def label(self) -> str:
+        """The attack as tables name it: with its K when it wrote more than one post."""
+        return self.attack if self.posts == 1 else f"{self.attack} (K={self.posts})"
+
+    @property
     def column(self) -> str:
-        return f"{self.attack}/{self.mode}"
+        return f"{self.attack}/{self.mode}" + ("" if self.posts == 1 else f" (K={self.posts})")
+
+    @property
+    def evasion_by_k(self) -> list[float | None]:
+        """The evasion rate after k = 1..K posts (a one-post summary: its evasion rate)."""
+        s = self.summary or {}
+        by_k = s.get("evasion_by_k")
+        return list(by_k) if isinstance(by_k, list) and by_k else [s.get("evasion_rate")]
 
     @property
     def quality(self) -> dict[str, Any] | None:
@@ -101,6 +114,7 @@ class RetrainResult:
     round_summaries: dict[int, dict[str, Any]]  #: round -> that round's attack summary.json
     manifest: dict[str, Any] | None
     seconds: float | None
+    posts: int = 1                              #: K, the posts the loop's attacker wrote
 
 
 @dataclass
@@ -110,6 +124,7 @@ class CeilingResult:
     detector: str
     status: str
     data: dict[str, Any] | None     #: ceiling.json (advseq.ceiling.append_ceiling)
+    posts: int = 1                  #: K, the relaxed posts
 
 
 @dataclass
@@ -241,10 +256,12 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                     else:
                         res.records = _read_jsonl(path / "results.jsonl")
                         res.manifest = _read_json(path / "manifest.json")
+                res.posts = _posts(u, res.summary)
                 attacks.append(res)
             elif kind == "ceiling":
                 data = _read_json(path / "ceiling.json")
-                ceilings.append(CeilingResult(run.name, dataset, det, status if data else _missing(status), data))
+                ceilings.append(CeilingResult(run.name, dataset, det, status if data else _missing(status), data,
+                                              _posts(u, data)))
             elif kind == "retrain":
                 data = _read_json(path / "rounds.json")
                 metrics_by_round, summaries = {}, {}
@@ -260,8 +277,17 @@ def load_results(run_dirs: Sequence[str | Path]) -> Results:
                     run.name, dataset, det, str(u.get("attack")), str(u.get("mode", "white-box")),
                     u.get("rounds"), status if data else _missing(status), path, data,
                     metrics_by_round, summaries, _read_json(path / "manifest.json"),
-                    u.get("seconds")))
+                    u.get("seconds"), _posts(u, summaries.get(0))))
     return Results(runs, datasets, models, attacks, retrains, ceilings)
+
+
+def _posts(entry: dict[str, Any], result: dict[str, Any] | None) -> int:
+    """A unit's K: its index entry's ``posts``, else its result's, else 1."""
+    for source in (entry, result or {}):
+        k = source.get("posts") if isinstance(source, dict) else None
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            return k
+    return 1
 
 
 def _missing(status: str) -> str:

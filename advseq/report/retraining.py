@@ -16,13 +16,15 @@ def retraining_section(ctx: ReportContext) -> Section:
         sec.blocks.append(Para("Not run: no retraining loop in these runs."))
         return sec
     for rt in ctx.res.retrains:
-        title = f"{rt.detector} vs {rt.attack} ({rt.mode}) on {rt.dataset}" + (
+        k_part = "" if rt.posts == 1 else f", K = {rt.posts} posts"
+        title = f"{rt.detector} vs {rt.attack} ({rt.mode}{k_part}) on {rt.dataset}" + (
             f" — run {rt.run}" if ctx.res.multi else "")
         sec.blocks.append(Heading(3, title))
         rounds = (rt.data or {}).get("rounds") or []
         if not rounds:
             sec.blocks.append(Para(f"No rounds recorded ({rt.status})."))
             continue
+        by_k = any(r.get("evasion_by_k") for r in rounds)
         rows = []
         for r in rounds:
             m = rt.round_metrics.get(r["round"], {})
@@ -30,13 +32,17 @@ def retraining_section(ctx: ReportContext) -> Section:
             rows.append([fmt(r["round"]), fmt(r.get("n_train")), fmt(r.get("f1")), fmt(r.get("roc_auc")),
                          fmt(r.get("accuracy")), fmt(_flagged_share(m.get("confusion"))),
                          fmt(s.get("n_eligible")), fmt(r.get("evasion_rate")),
-                         fmt(r.get("attack_success_rate")), fmt(r.get("f1_after_attack"))])
+                         fmt(r.get("attack_success_rate")), fmt(r.get("f1_after_attack"))]
+                        + ([evasion_by_k_cell(r), fmt(r.get("posts_to_evade_median"), 1)] if by_k else []))
         sec.blocks.append(Table(
             ["round", "training users", "clean F1", "ROC-AUC", "accuracy", "flagged share",
-             "eligible", "evasion rate", "attack success rate", "F1 under attack"], rows,
+             "eligible", "evasion rate", "attack success rate", "F1 under attack"]
+            + (["evasion after k = 1, 2, …", "median posts to evade"] if by_k else []), rows,
             id=f"tbl-retrain-{slug(rt.path.name)}",
             caption="Per round: the detector's clean scores on the test split, the share of test "
-                    "users it flags as malicious, and the (re-trained, adaptive) attack's damage."))
+                    "users it flags as malicious, and the (re-trained, adaptive) attack's damage."
+                    + (" With K written posts: the evasion rate after each k posts, and the median "
+                       "k at which an evading user evaded." if by_k else "")))
         sec.blocks.append(Para("**Verdict:** " + retrain_verdict(rt, rounds)))
         fig = retrain_figure(rounds, title)
         sec.blocks.append(ctx.figs.save(
@@ -46,6 +52,11 @@ def retraining_section(ctx: ReportContext) -> Section:
                 "F1 under attack (right).",
             caption=f"Robustness curve: {title}."))
     return sec
+
+
+def evasion_by_k_cell(row: dict[str, Any]) -> str:
+    """A round's evasion after each k posts, as one cell: ``0.200 / 0.350 / 0.410``."""
+    return " / ".join(fmt(v) for v in row.get("evasion_by_k") or [row.get("evasion_rate")])
 
 
 def _flagged_share(conf: Any) -> float | None:

@@ -32,7 +32,7 @@ def summary_section(ctx: ReportContext) -> Section:
     for run in ctx.res.runs:
         sec.blocks += _what_was_run(ctx, run)
     rows = []
-    ceilings = {(c.dataset, c.detector): c.data for c in ctx.res.ceilings if c.data}
+    ceilings = {(c.dataset, c.detector): c.data for c in ctx.res.ceilings if c.data and c.posts == 1}
     for ds in ctx.dataset_names:
         for m in ctx.models(ds):
             runs = [a for a in ctx.attacks(ds) if a.detector == m.label and a.ok]
@@ -46,7 +46,7 @@ def summary_section(ctx: ReportContext) -> Section:
             top = max(a.summary["evasion_rate"] for a in rated)
             best = [a for a in rated if a.summary["evasion_rate"] == top]
             worst = min(best, key=lambda a: (a.summary["after"]["f1"], a.column))
-            name = (", ".join(f"{a.attack} ({a.mode})" for a in best) if top > 0
+            name = (", ".join(f"{a.label} ({a.mode})" for a in best) if top > 0
                     else f"none evaded ({len(rated)} attack runs)")
             rows.append([ds, m.label, fmt(f1), name, fmt(top),
                          f"{worst.summary['n_eligible']}", fmt(worst.summary["after"]["f1"]), ceil])
@@ -83,8 +83,10 @@ def _what_was_run(ctx: ReportContext, run: RunInfo) -> list[Block]:
     atks = [f"{a.get('name')} [{', '.join(a.get('modes', []))}]"
             + (f" ({format_params(a.get('params'))})" if a.get("params") else "")
             + (f", budget {a['budget']}" if a.get("budget") else "")
+            + (f", K = {_ks(a['posts'])}" if a.get("posts") else "")
             for a in cfg.get("attacks", [])]
-    rts = [f"{r.get('detector')} vs {r.get('attack')} ({r.get('mode', 'white-box')}, {r.get('rounds')} rounds)"
+    rts = [f"{r.get('detector')} vs {r.get('attack')} ({r.get('mode', 'white-box')}, {r.get('rounds')} rounds"
+           + (f", K = {r['posts']}" if r.get("posts") else "") + ")"
            for r in cfg.get("retrain", [])]
     infos = {d.name: d for d in ctx.res.datasets.values() if run.name in d.runs}
     ds = [f"{n} ({fmt(d.info.get('users'))} users, `{d.path}`)" for n, d in infos.items()]
@@ -105,13 +107,18 @@ def _what_was_run(ctx: ReportContext, run: RunInfo) -> list[Block]:
         ["seeds", f"seed {seed} (attacks, detectors; surrogate {surrogate_seed(seed)}), split seed "
                   f"{cfg.get('split_seed', 0)}, test size {cfg.get('test_size', 0.2)}"],
         ["attacked users", f"{cfg.get('max_users') or 'every'} test users per unit; goal "
-                           f"{cfg.get('goal', 'evasion')}, placement {cfg.get('placement', 'append')}"],
+                           f"{cfg.get('goal', 'evasion')}, placement {cfg.get('placement', 'append')}"
+                           + (f"; K = {_ks(cfg['posts'])} written posts per user" if cfg.get("posts") else "")],
         ["text quality", "computed" if cfg.get("quality") else "not computed"],
         ["units", f"{len(units)} ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))})"
                   + (f" in {fmt(run.index.get('seconds'), 1)} s" if run.index.get("seconds") else "")],
     ]
     return [Heading(3, f"What was run: {run.name}"),
             Table(["", ""], rows, id=f"tbl-run-{slug(run.name)}", text_cols=(1,))]
+
+
+def _ks(posts: Any) -> str:
+    return ", ".join(map(str, posts)) if isinstance(posts, list) else str(posts)
 
 
 def _unit_manifests(ctx: ReportContext, run: RunInfo) -> list[dict[str, Any]]:
@@ -254,7 +261,7 @@ def provenance_section(ctx: ReportContext) -> Section:
         for m in [x for x in ctx.res.models if x.run == run.name]:
             rows.append(_unit_row(run, f"{m.dataset}: train {m.label}", m.status, m.manifest, m.path))
         for a in [x for x in ctx.res.attacks if x.run == run.name]:
-            rows.append(_unit_row(run, f"{a.dataset}: {a.attack} ({a.mode}) vs {a.detector}",
+            rows.append(_unit_row(run, f"{a.dataset}: {a.label} ({a.mode}) vs {a.detector}",
                                        a.status, a.manifest, a.path))
         for rt in [x for x in ctx.res.retrains if x.run == run.name]:
             rows.append(_unit_row(run, f"{rt.dataset}: retrain {rt.detector} vs {rt.attack}",

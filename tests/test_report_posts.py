@@ -337,3 +337,25 @@ def test_one_post_report_has_no_posts_section(tmp_path: Path) -> None:
     titles = re.findall(r"\n## \d+\. (.+)\n", md)
     assert titles == [t for _, t in SECTIONS]
     assert not any("posts-" in p.name for p in files.figures)
+
+
+@pytest.mark.slow
+def test_k_post_run_to_report_end_to_end(tmp_path: Path) -> None:
+    """A real K sweep through run_matrix and build_report: the core's K-post summaries
+    feed the curve, the median table and the retraining table."""
+    from advseq import robustness_run
+
+    res = robustness_run({
+        "run": {"name": "e2e", "quality": False, "max_users": 24, "posts": [1, 2]},
+        "datasets": [{"name": "demo", "demo": True}], "detectors": [{"name": "tfidf-lr"}],
+        "attacks": [{"name": "copycat", "modes": ["label"]}],
+        "retrain": [{"detector": "tfidf-lr", "attack": "copycat", "mode": "label", "rounds": 1, "posts": 2}],
+    }, out=tmp_path / "run", progress=False)
+    atk = [u for u in res["index"]["units"] if u["kind"] == "attack"]
+    assert [u.get("posts", 1) for u in atk] == [1, 2] and all(u["status"] == "done" for u in atk)
+    summary = json.loads((tmp_path / "run" / atk[1]["path"] / "summary.json").read_text())
+    md = res["report"].markdown.read_text()
+    curve = _table(md, "Evasion rate against K")
+    assert curve[0][3:] == [f"{json.loads((tmp_path / 'run' / atk[0]['path'] / 'summary.json').read_text())['evasion_rate']:.3f}",
+                            f"{summary['evasion_by_k'][-1]:.3f}"]
+    assert "Median posts to evade" in md and "evasion after k = 1, 2, …" in md

@@ -124,9 +124,10 @@ class SoftPostDetector(Detector):
         tokens used per post, or ``[B, K, T, V]`` for K posts written in that order, with
         ``lengths`` ``[B, K]``. One-hot rows give the exact score of the same texts
         appended as real posts, each at the time an attack writes it (the last post's
-        time plus the user's median gap, then a median gap apart), so where the K posts
-        and the history exceed what the detector reads, the oldest posts drop out as they
-        would for real posts. Returns ``[B]``, attached to the autograd graph.
+        time plus the user's median gap, then a median gap apart; a replaced post's time is
+        not in the history, so under replace-last the gaps are the history's), and where
+        the K posts and the history exceed what the detector reads, the oldest posts drop
+        out as they would for real posts. Returns ``[B]``, attached to the autograd graph.
         """
 
 

@@ -12,6 +12,7 @@ import torch
 from advseq.attack import AttackSpec
 from advseq.detector import create_detector
 from advseq.errors import ConfigError
+from advseq.quality.copies import is_near_copy
 from advseq.schema import Dataset, Post, User
 
 COMMON = {"max_posts": 6, "max_tokens": 12, "epochs": 2, "batch_size": 8, "min_freq": 1,
@@ -123,3 +124,124 @@ def test_soft_post_shapes_checked(soft_detectors) -> None:
         det.soft_post_logits(tiny.users[:2], torch.zeros(2, 4, V + 1), torch.ones(2, dtype=torch.long))
     with pytest.raises(ConfigError, match="soft_post must be"):
         det.soft_post_logits(tiny.users[:2], torch.zeros(2, V), torch.ones(2, dtype=torch.long))
+
+
+# ---- the K-post ceiling -------------------------------------------------------------------
+
+OLD_KEYS = ["detector", "fingerprint", "spec", "length", "steps", "lr", "restarts", "seed", "n_users",
+            "n_eligible", "relaxed_rate", "token_rate", "seconds", "users"]
+
+
+@pytest.fixture(scope="module")
+def ceilings(demo, cnn_dir):
+    """The ceiling of one and of two written posts on the session cnn, same users and seed."""
+    from advseq.ceiling import append_ceiling
+    from advseq.detector import load_detector
+    from advseq.training import recorded_split
+
+    det = load_detector(cnn_dir)
+    test = recorded_split(cnn_dir, demo).test.users[:50]
+    kw = {"length": 6, "steps": 20, "lr": 0.5, "progress": False}
+    return det, test, {K: append_ceiling(det, test, posts=K, **kw) for K in (1, 2)}, kw
+
+
+def test_two_posts_reach_at_least_one_post_ceiling(ceilings) -> None:
+    _, _, res, _ = ceilings
+    one, two = res[1], res[2]
+    assert [u["user_id"] for u in one["users"]] == [u["user_id"] for u in two["users"]]
+    assert two["relaxed_rate"] >= one["relaxed_rate"]
+    # evasion: a lower best logit is better; a second post never leaves a user worse off
+    # (up to the optimiser's noise), and helps on average
+    gain = [a["relaxed_logit"] - b["relaxed_logit"] for a, b in zip(one["users"], two["users"], strict=True)]
+    assert min(gain) > -0.05 and sum(gain) / len(gain) > 0.02
+
+
+def test_k_post_ceiling_records_k_witness_posts(ceilings) -> None:
+    det, test, res, _ = ceilings
+    two = res[2]
+    assert two["posts"] == 2 and list(two) == [*OLD_KEYS[:3], "posts", *OLD_KEYS[3:]]
+    assert all(set(u) == {"user_id", "relaxed", "relaxed_logit", "token", "token_posts", "token_distinct"}
+               for u in two["users"])
+    assert all(len(u["token_posts"]) == 2 and all(u["token_posts"]) for u in two["users"])
+    assert all(u["token_distinct"] == (not is_near_copy(u["token_posts"][1], u["token_posts"][:1]))
+               for u in two["users"])
+    assert two["relaxed_rate"] == round(sum(u["relaxed"] for u in two["users"]) / two["n_eligible"], 6)
+    assert two["token_rate"] == round(sum(u["token"] for u in two["users"]) / two["n_eligible"], 6)
+    # the two witness posts, written in a row as real posts, give the recorded verdicts
+    by_id = {u.user_id: u for u in test}
+    after = det.predict_proba([appended(by_id[u["user_id"]], u["token_posts"]) for u in two["users"]])
+    assert [bool(p < 0.5) and u["token_distinct"] for p, u in zip(after, two["users"], strict=True)] == \
+        [u["token"] for u in two["users"]]
+
+
+def test_repeated_witness_posts_are_no_token_success(ceilings, monkeypatch) -> None:
+    """K posts that copy one another are no K-post attack: witnesses judged near copies
+    never count as a token success (the relaxation itself is unchanged)."""
+    import advseq.ceiling as ceiling
+
+    det, test, res, kw = ceilings
+    assert res[2]["token_rate"] > 0
+    monkeypatch.setattr(ceiling, "is_near_copy", lambda text, others: True)
+    copies = ceiling.append_ceiling(det, test, posts=2, **kw)
+    assert copies["token_rate"] == 0 and copies["relaxed_rate"] == res[2]["relaxed_rate"]
+    assert not any(u["token"] or u["token_distinct"] for u in copies["users"])
+
+
+def test_k_post_ceiling_does_not_depend_on_the_batch(ceilings, monkeypatch) -> None:
+    """The batch shrinks to keep B x K x T x V under the memory cap; a user's random start
+    is its own, so the result is the same with any batch."""
+    import advseq.ceiling as ceiling
+
+    det, test, res, kw = ceilings
+    per_user = 6 * 4 * 2 * kw["length"] * len(det.vocab_)
+    monkeypatch.setattr(ceiling, "MEMORY_BYTES", 7 * per_user)      # batches of 7 users
+    small = ceiling.append_ceiling(det, test, posts=2, **kw)
+    assert small["relaxed_rate"] == res[2]["relaxed_rate"] and small["token_rate"] == res[2]["token_rate"]
+    for a, b in zip(small["users"], res[2]["users"], strict=True):
+        assert a["token_posts"] == b["token_posts"] and abs(a["relaxed_logit"] - b["relaxed_logit"]) < 1e-3
+
+
+def test_one_post_ceiling_keeps_its_shape(ceilings) -> None:
+    """K = 1 (the default) writes exactly the keys it always wrote: no posts, token_post."""
+    from advseq.ceiling import append_ceiling
+
+    det, test, res, kw = ceilings
+    one = res[1]
+    assert list(one) == OLD_KEYS
+    assert all(set(u) == {"user_id", "relaxed", "relaxed_logit", "token", "token_post"} for u in one["users"])
+    default = append_ceiling(det, test, **kw)
+    assert default["users"] == one["users"] and default["relaxed_rate"] == one["relaxed_rate"]
+
+
+def test_posts_checked(ceilings) -> None:
+    from advseq.ceiling import append_ceiling
+
+    det, test, _, _ = ceilings
+    for bad in (0, 65, -1):
+        with pytest.raises(ConfigError, match=r"posts \(K\) must be an integer from 1 to 64"):
+            append_ceiling(det, test[:2], posts=bad, steps=1, progress=False)
+
+
+def test_ceiling_cli_posts(demo, cnn_dir, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from advseq.cli import app
+    from advseq.paths import demo_data
+
+    runner = CliRunner()
+    for bad in ("0", "65"):
+        r = runner.invoke(app, ["ceiling", str(demo_data()), "-d", str(cnn_dir), "--posts", bad,
+                                "--out", str(tmp_path / bad), "--no-progress"])
+        assert r.exit_code == 2, r.output
+        assert r.output.strip().count("\n") == 0 and "posts (K) must be an integer from 1 to 64" in r.output
+        assert not (tmp_path / bad).exists()
+    out = tmp_path / "k3"
+    r = runner.invoke(app, ["ceiling", str(demo_data()), "-d", str(cnn_dir), "--posts", "3", "--steps", "5",
+                            "--length", "4", "--max-users", "30", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "3 written posts of 4 tokens" in r.output
+    saved = json.loads((out / "ceiling.json").read_text())
+    assert saved["posts"] == 3 and all(len(u["token_posts"]) == 3 for u in saved["users"])
+    assert json.loads((out / "manifest.json").read_text())["config"]["posts"] == 3

@@ -1,4 +1,4 @@
-"""``advseq ceiling``: the best evasion any written post could reach against a detector."""
+"""``advseq ceiling``: the best evasion any K written posts could reach against a detector."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ def register(app: typer.Typer) -> None:
     def ceiling(
         data: Annotated[Path, DataArg],
         detector: Annotated[Path, DeployedOpt],
-        out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for ceiling.json (per-user margins and witness posts) and manifest.json [default: DETECTOR/ceiling].")] = None,
-        length: Annotated[int, typer.Option(help="Tokens of the relaxed post.")] = 10,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for ceiling.json (per-user margins and witness posts) and manifest.json (default: DETECTOR/ceiling; DETECTOR/ceiling-K for K > 1 posts).")] = None,
+        posts: Annotated[int, typer.Option("--posts", help="K, the posts the attacker writes per user (1 to 64): K relaxed posts appended in a row after each user's history (with replace-last the first replaces the last post), optimised jointly.")] = 1,
+        length: Annotated[int, typer.Option(help="Tokens of each relaxed post.")] = 10,
         steps: Annotated[int, typer.Option(help="Adam steps per restart.")] = 300,
         restarts: Annotated[int, typer.Option(help="Random restarts per user (the best one counts).")] = 1,
         goal: Annotated[Goal, GoalOpt] = Goal.evasion,
@@ -27,25 +28,26 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
-        """Estimate the best evasion rate ANY single written post can reach against a detector.
+        """Estimate the best evasion rate ANY K written posts (one by default) can reach against a detector.
 
-        Optimises a relaxed post (a probability distribution over the detector's own
-        vocabulary at each position, which contains every text) by gradient descent for
-        each eligible test user. If the relaxed rate is low, no text attack that writes one
-        post can do better by searching harder. Needs a detector that reads soft tokens."""
+        Optimises K relaxed posts (a probability distribution over the detector's own
+        vocabulary at each position, which contains every text) jointly by gradient descent
+        for each eligible test user. If the relaxed rate is low, no text attack that writes
+        K posts can do better by searching harder. Needs a detector that reads soft tokens."""
         from advseq.attack import AttackSpec
         from advseq.ceiling import run_ceiling
 
+        spec = AttackSpec(goal=goal.value, placement=placement.value, posts=posts)  # a bad K fails here
         ds = load(data, lenient=lenient)
-        spec = AttackSpec(goal=goal.value, placement=placement.value)
-        out = out or Path(detector) / "ceiling"
+        out = out or Path(detector) / ("ceiling" if posts == 1 else f"ceiling-{posts}")
         res = run_ceiling(ds, detector, out, spec=spec, max_users=max_users, seed=seed, length=length,
                           steps=steps, restarts=restarts, progress=progress)
         if res["n_eligible"] == 0:
             console.print("no eligible users (the detector already gives every targeted user the goal verdict)")
             return
+        written = f"{posts} written posts" if posts > 1 else "one written post"
         console.print(f"{res['n_eligible']} eligible users of {res['n_users']} ({goal.value}, {placement.value}); "
-                      f"one written post of {res['length']} tokens:", highlight=False)
+                      f"{written} of {res['length']} tokens:", highlight=False)
         console.print(f"  relaxed ceiling (any mixture of the detector's words): {res['relaxed_rate']:.3f}", highlight=False)
         console.print(f"  reached by real token posts (witnesses, scored as text): {res['token_rate']:.3f}",
                       highlight=False)

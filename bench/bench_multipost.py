@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_attacks import fmt  # bench/ is on sys.path when run as a script
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 ATTACKS = ["copycat", "hotflip", "unitrigger", "lm-generic", "malcom", "petgen"]
@@ -93,14 +95,6 @@ def ceilings(args: argparse.Namespace, work: Path) -> list[dict]:
         out.append({"posts": k, "relaxed_rate": c["relaxed_rate"], "token_rate": c["token_rate"],
                     "seconds": c["seconds"]})
     return out
-
-
-def fmt(x: object) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
-    return str(x)
 
 
 def render(args: argparse.Namespace, rows: list[dict], ceil: list[dict]) -> str:

@@ -94,6 +94,44 @@ def _cache_valid(path: Path, gguf: Path) -> bool:
     return recorded == _source_record(gguf) and (path / "model.safetensors").is_file()
 
 
+_loaded: dict[tuple[str, str], tuple[Any, Any]] = {}
+_load_lock = threading.Lock()
+
+
+def load_model(device: str = "cpu", dtype: str = "float32", *,
+               shared: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """(tokenizer, model in eval mode on ``device`` in ``dtype``, load info) of the
+    converted SmolLM2, converting the packaged GGUF first when no valid conversion is
+    cached: the one loader of the judge and of the ``llm`` attack. ``shared``: reuse (and
+    keep) one copy per (device, dtype) in this process, for callers that only run
+    inference (the attack's instances); the judge loads its own copy. The info says how
+    the model was obtained: ``source`` "converted" (from the GGUF), "cache" (the
+    safetensors folder) or "memory" (already loaded in this process), the seconds it
+    took and the folder."""
+    offline_env()
+    gguf = smollm2_gguf()  # raises ResourceMissing with the install hint
+    t0 = time.perf_counter()
+    path = model_dir()
+    with _load_lock:
+        if shared and (device, dtype) in _loaded and _cache_valid(path, gguf):
+            tokenizer, model = _loaded[(device, dtype)]
+            return tokenizer, model, {"source": "memory", "seconds": 0.0, "path": str(path)}
+        source = "cache"
+        if not _cache_valid(path, gguf):
+            convert_gguf(path)
+            source = "converted"
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        model = model.to(device).eval()
+        if shared:
+            _loaded[(device, dtype)] = (tokenizer, model)
+    return tokenizer, model, {"source": source, "seconds": round(time.perf_counter() - t0, 3),
+                              "path": str(path)}
+
+
 def _cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX)."""
     try:
@@ -160,22 +198,7 @@ class PerplexityJudge:
         """Load the model now (otherwise it loads on the first uncached text)."""
         if self._model is not None:
             return self
-        offline_env()
-        gguf = smollm2_gguf()  # raises ResourceMissing with the install hint
-        t0 = time.perf_counter()
-        path = model_dir()
-        source = "cache"
-        if not _cache_valid(path, gguf):
-            convert_gguf(path)
-            source = "converted"
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, self.dtype))
-        self._model = model.to(self.device).eval()
-        self.load_info = {"source": source, "seconds": round(time.perf_counter() - t0, 3),
-                          "path": str(path)}
+        self._tokenizer, self._model, self.load_info = load_model(self.device, self.dtype)
         return self
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:

@@ -158,9 +158,147 @@ def _reached(prob: float, target: float) -> bool:
     return (prob >= 0.5) == bool(target)
 
 
+#: whether a probability gives the target verdict (the searches' stopping rule)
+reached = _reached
+
+
 def _afford(threat: ThreatModel, task: AttackTask, n: int, status: list[str], u: int) -> bool:
     left = threat.remaining(task.user_id)
     if left is not None and left < n:
         status[u] = "budget_exhausted"
         return False
     return True
+
+
+# ---- K slots searched together (joint K-post attacks) -----------------------------------
+
+#: a user's state in a joint search: the K posts' ids, each post's changed positions,
+#: the loss toward the target and P(malicious) on the attacker's threat model
+Beam = tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], float, float]
+
+
+def one_hot_slots(batch: Sequence[Sequence[Sequence[int]]], vocab_size: int,
+                  length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, K, length, V]`` one-hot matrix and lengths ``[N, K]`` for N rows of K id
+    sequences each (every row has the same K)."""
+    K = len(batch[0])
+    x, lengths = one_hot([ids for row in batch for ids in row], vocab_size, length)
+    return x.view(len(batch), K, length, vocab_size), lengths.view(len(batch), K)
+
+
+@torch.no_grad()
+def exact_slot_scores(threat: ThreatModel, histories: Sequence[User],
+                      batch: Sequence[Sequence[Sequence[int]]], cells: int = 64 * 30) -> np.ndarray:
+    """P(malicious) for each (history, K id sequences) pair, the K posts written after
+    the history in order; one query per pair. Chunks hold about ``cells`` token rows, so a
+    chunk's one-hot matrix stays the size of 64 one-post rows whatever K is."""
+    V = len(threat.vocab)
+    out = []
+    s = 0
+    while s < len(batch):
+        K = len(batch[s])
+        T = max(len(ids) for row in batch[s:s + 64] for ids in row)
+        n = max(1, min(64, cells // max(1, K * T)))
+        part = batch[s:s + n]
+        x, lengths = one_hot_slots(part, V, max(len(ids) for row in part for ids in row))
+        out.append(torch.sigmoid(threat.soft_logits(histories[s:s + n], x, lengths)).cpu().numpy())
+        s += n
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def slot_texts(beam: Beam, words: Sequence[Sequence[str]], vocab: Vocabulary) -> list[str]:
+    """The K posts of a beam as text (original words where unchanged)."""
+    return [TokenPost(list(ids), list(w)).text(vocab, ch)
+            for ids, w, ch in zip(beam[0], words, beam[1], strict=True)]
+
+
+def joint_search(tasks: Sequence[AttackTask], beams: list[list[Beam]], words: Sequence[Sequence[Sequence[str]]],
+                 threat: ThreatModel, *, beam_width: int = 3, candidates: int = 10, max_flips: int = 5,
+                 status: list[str] | None = None) -> list[list[Beam]]:
+    """HotFlip's beam search over the K posts of each user at once: every step takes one
+    gradient query per beam over the ``[B, K, T, V]`` soft posts, ranks every (slot,
+    position, word) flip by the first-order estimate, scores the ``candidates`` best
+    exactly (one query each), keeps the ``beam_width`` best states; a user stops at the
+    goal or after ``max_flips`` steps. ``beams[u]`` (scored states of user ``u``, best
+    first, all with the same K) and ``words[u][k]`` (slot k's original words) describe
+    where each user starts. A flip that makes a post a near copy of another of the user's
+    posts (or of ``task.written``) is never scored. ``status[u]`` becomes
+    ``budget_exhausted`` for a user the budget stops. Returns the final beams."""
+    from advseq.quality.copies import is_near_copy
+
+    vocab = threat.vocab
+    V = len(vocab)
+    forbidden = forbidden_mask(vocab)
+    targets = np.array([t.target for t in tasks], dtype=np.float64)
+    status = status if status is not None else ["ok"] * len(tasks)
+    beams = [list(b) for b in beams]
+    done = [reached(beams[u][0][3], targets[u]) for u in range(len(tasks))]
+    for _ in range(max_flips):
+        active = [u for u in range(len(tasks)) if not done[u]]
+        active = [u for u in active if _afford(threat, tasks[u], len(beams[u]) * (1 + candidates), status, u)]
+        if not active:
+            break
+        flat = [(u, b) for u in active for b in beams[u]]
+        T = max(len(ids) for _, b in flat for ids in b[0])
+        x, lengths = one_hot_slots([b[0] for _, b in flat], V, T)
+        _, grad = threat.gradient([tasks[u].history for u, _ in flat], x, lengths,
+                                  [tasks[u].target for u, _ in flat])
+        delta = grad - (grad * x).sum(-1, keepdim=True)          # first-order change per flip
+        delta[..., forbidden] = float("inf")
+        delta[x.bool()] = float("inf")                           # no-op flips
+        past = torch.arange(T)[None, None, :] >= lengths[:, :, None]
+        delta[past] = float("inf")                               # beyond a post's end
+        for n, (_, b) in enumerate(flat):
+            for k, ch in enumerate(b[1]):
+                if ch:
+                    delta[n, k, list(ch)] = float("inf")         # each position once
+        K = x.shape[1]
+        top = torch.topk(-delta.reshape(len(flat), -1), min(candidates, K * T * V), dim=1).indices
+        cand_users, cand_ids, cand_changed = [], [], []
+        for n, (u, b) in enumerate(flat):
+            texts = slot_texts(b, words[u], vocab)
+            for flat_idx in top[n].tolist():
+                k, rest = divmod(flat_idx, T * V)
+                pos, tok = divmod(rest, V)
+                if not torch.isfinite(delta[n, k, pos, tok]):
+                    continue
+                ids = list(b[0][k])
+                ids[pos] = tok
+                changed = tuple(sorted((*b[1][k], pos)))
+                text = TokenPost(ids, list(words[u][k])).text(vocab, changed)
+                others = [*texts[:k], *texts[k + 1:], *tasks[u].written]
+                if is_near_copy(text, others):
+                    continue                                     # the K posts stay distinct
+                cand_users.append(u)
+                cand_ids.append((*b[0][:k], tuple(ids), *b[0][k + 1:]))
+                cand_changed.append((*b[1][:k], changed, *b[1][k + 1:]))
+        if not cand_ids:
+            break
+        probs = exact_slot_scores(threat, [tasks[u].history for u in cand_users], cand_ids)
+        losses = losses_from_probs(probs, targets[cand_users])
+        pools: dict[int, list[Beam]] = {u: list(beams[u]) for u in active}
+        for u, ids, ch, loss, p in zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True):
+            pools[u].append((ids, ch, float(loss), float(p)))
+        for u in active:
+            seen, ranked = set(), []
+            for beam in sorted(pools[u], key=lambda b: b[2]):
+                if beam[0] not in seen:
+                    seen.add(beam[0])
+                    ranked.append(beam)
+            beams[u] = ranked[: beam_width]
+            done[u] = _reached(beams[u][0][3], targets[u])
+    return beams
+
+
+def score_beams(tasks: Sequence[AttackTask], states: Sequence[Sequence[tuple[tuple[tuple[int, ...], ...],
+                                                                             tuple[tuple[int, ...], ...]]]],
+                threat: ThreatModel) -> list[list[Beam]]:
+    """Scored beams (best first) from unscored (ids, changed) states, one query each."""
+    flat = [(u, s) for u, sts in enumerate(states) for s in sts]
+    probs = exact_slot_scores(threat, [tasks[u].history for u, _ in flat], [s[0] for _, s in flat])
+    targets = np.array([tasks[u].target for u, _ in flat], dtype=np.float64)
+    losses = losses_from_probs(probs, targets) if flat else np.zeros(0)
+    out: list[list[Beam]] = [[] for _ in tasks]
+    for (u, (ids, ch)), loss, p in zip(flat, losses, probs, strict=True):
+        out[u].append((ids, ch, float(loss), float(p)))
+    return [sorted(b, key=lambda b: b[2]) for b in out]

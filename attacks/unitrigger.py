@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
-from advseq.candidates import copycat_posts
+from advseq.candidates import copycat_posts, is_near_copy, own_posts
 from advseq.config import SEED, Int, Text
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
@@ -34,9 +35,11 @@ from advseq.token_search import (
     TokenPost,
     encode_post,
     exact_scores,
+    exact_slot_scores,
     forbidden_mask,
     losses_from_probs,
     one_hot,
+    one_hot_slots,
 )
 
 
@@ -72,6 +75,9 @@ class UniversalTriggerAttack(Attack):
         tasks = [spec.task(u) for u in train if spec.targets(u)]
         if not tasks:
             raise ConfigError("unitrigger needs targeted users in the training split")
+        if spec.posts > 1:
+            self._prepare_joint(tasks, threat, spec.posts)
+            return
         bases = [p.ids for p in self._bases(tasks, threat)]
         init_id = vocab.token_id(self.init)
         if forbidden[init_id]:
@@ -118,3 +124,129 @@ class UniversalTriggerAttack(Attack):
             raise ConfigError("unitrigger: call prepare() first (the evaluator does)")
         return [AttackOutput(f"{post.text(threat.vocab)} {self.trigger_}", "ok", {"trigger": self.trigger_})
                 for post in self._bases(tasks, threat)]
+
+    # ---- K posts -----------------------------------------------------------------------
+    def _slot_bases(self, tasks: Sequence[AttackTask], threat: ThreatModel, k_max: int) -> list[list[TokenPost]]:
+        """For training: K copycat bases per task (slot 0 the one-post attack's, slot k
+        drawn with the slot's rng among the posts that are no near copy of the earlier
+        bases; a user with too few such posts repeats one: only the written posts must be
+        distinct)."""
+        vocab = threat.vocab
+        out = []
+        for task, first in zip(tasks, self._bases(tasks, threat), strict=True):
+            n = max(1, min(task.max_tokens, threat.max_post_tokens) - self.trigger_tokens)
+            posts, texts = [first], [first.text(vocab)]
+            pool = own_posts(task)
+            for k in range(1, k_max):
+                options = [p for p in pool if not is_near_copy(p, texts)] or pool
+                text = self.rng(replace(task, slot=k)).choice(options)
+                posts.append(encode_post(text, vocab, n))
+                texts.append(text)
+            out.append(posts)
+        return out
+
+    def _prepare_joint(self, tasks: Sequence[AttackTask], threat: ThreatModel, k_max: int) -> None:
+        """One trigger per slot, searched together: each iteration takes the gradient over
+        the ``[B, K, T, V]`` soft posts of a batch of training users, ranks every token
+        at every position of every slot's trigger by the averaged first-order estimate,
+        scores the ``candidates`` best per position exactly on the batch (all K posts in
+        place) and keeps the best change."""
+        vocab = threat.vocab
+        V = len(vocab)
+        forbidden = forbidden_mask(vocab)
+        bases = [[p.ids for p in row] for row in self._slot_bases(tasks, threat, k_max)]
+        init_id = vocab.token_id(self.init)
+        if forbidden[init_id]:
+            init_id = len(forbidden) - int((~forbidden).sum())  # first ordinary token
+        n = self.trigger_tokens
+        triggers = [[init_id] * n for _ in range(k_max)]
+        rng = random.Random(self.seed)
+        history: list[dict] = []
+        for it in range(self.iterations):
+            idx = rng.sample(range(len(tasks)), min(self.batch_users, len(tasks)))
+            hist = [tasks[i].history for i in idx]
+            targets = np.array([tasks[i].target for i in idx], dtype=np.float64)
+            seqs = [[b + t for b, t in zip(bases[i], triggers, strict=True)] for i in idx]
+            x, lengths = one_hot_slots(seqs, V, max(len(s) for row in seqs for s in row))
+            probs, grad = threat.gradient(hist, x, lengths, targets.tolist())
+            current = float(losses_from_probs(probs, targets).mean())
+            cands = []
+            for k in range(k_max):
+                # average gradient at slot k's trigger positions (they differ per user)
+                g = torch.stack([grad[m, k, len(bases[i][k]):len(bases[i][k]) + n]
+                                 for m, i in enumerate(idx)]).mean(0)
+                delta = g - g.gather(1, torch.tensor(triggers[k])[:, None])
+                delta[:, forbidden] = float("inf")
+                for j in range(n):
+                    for tok in torch.topk(-delta[j], self.candidates).indices.tolist():
+                        if tok != triggers[k][j] and torch.isfinite(delta[j, tok]):
+                            trig = [*triggers[k][:j], tok, *triggers[k][j + 1:]]
+                            cands.append([*triggers[:k], trig, *triggers[k + 1:]])
+            if not cands:
+                break
+            flat_hist = [h for _ in cands for h in hist]
+            flat = [[b + t for b, t in zip(bases[i], c, strict=True)] for c in cands for i in idx]
+            p = exact_slot_scores(threat, flat_hist, flat).reshape(len(cands), len(idx))
+            losses = losses_from_probs(p, targets[None, :]).mean(1)
+            best = int(np.argmin(losses))
+            history.append({"iteration": it + 1, "loss": round(current, 5),
+                            "best_candidate_loss": round(float(losses[best]), 5)})
+            if losses[best] < current:
+                triggers = cands[best]
+        self.slot_triggers_ = [Tokenizer.detokenize([vocab.itos[i] for i in t]) for t in triggers]
+        self.trigger_ids_, self.trigger_ = triggers[0], self.slot_triggers_[0]
+        self.search_history_ = history
+
+    def write_posts(self, tasks: Sequence[AttackTask], threat: ThreatModel,
+                    spec: AttackSpec) -> list[list[AttackOutput]]:
+        """One post: :meth:`run`. K posts (after a ``prepare`` for K): post k is a
+        copycat post plus slot k's trigger; between posts the attacker checks each user
+        with one query on its threat model (a score) and stops at the goal."""
+        if spec.posts == 1:
+            return super().write_posts(tasks, threat, spec)
+        triggers = getattr(self, "slot_triggers_", None)
+        if triggers is None or len(triggers) != spec.posts:
+            raise ConfigError(f"unitrigger: call prepare() for {spec.posts} posts first (the evaluator does)")
+        written: list[list[AttackOutput]] = [[] for _ in tasks]
+        current = list(tasks)
+        active = list(range(len(tasks)))
+        for k, trigger in enumerate(triggers):
+            if k:
+                active = self._check(active, current, written, threat)
+            nxt = []
+            for i in active:
+                post = self._slot_post(current[i], threat, trigger)
+                if post is None:
+                    written[i][-1].info.setdefault("stopped", "near_copy")
+                    continue
+                written[i].append(AttackOutput(post, "ok", {"trigger": trigger}))
+                current[i] = spec.next_task(current[i], post)
+                nxt.append(i)
+            active = nxt
+        return written
+
+    @staticmethod
+    def _check(active: list[int], current: list[AttackTask], written: list[list[AttackOutput]],
+               threat: ThreatModel) -> list[int]:
+        """The users short of the goal after their written posts (one score query each);
+        a user who cannot afford the query stops, its last post marked ``budget_exhausted``."""
+        can = threat.affordable([current[i].history for i in active])
+        for i, ok in zip(active, can, strict=True):
+            if not ok:
+                last = written[i][-1]
+                written[i][-1] = AttackOutput(last.post, "budget_exhausted", last.info)
+        asking = [i for i, ok in zip(active, can, strict=True) if ok]
+        probs = threat.score([current[i].history for i in asking]) if asking else []
+        return [i for i, p in zip(asking, probs, strict=True) if not threat.reaches(float(p), current[i].target)]
+
+    def _slot_post(self, task: AttackTask, threat: ThreatModel, trigger: str) -> str | None:
+        """The task's copycat post (slot 0: the one-post attack's) plus ``trigger``, drawn
+        among the user's posts that give no near copy of the written ones; None if none."""
+        vocab = threat.vocab
+        n = max(1, min(task.max_tokens, threat.max_post_tokens) - self.trigger_tokens)
+        real = task.history.posts[:len(task.history.posts) - len(task.written)]
+        pool = own_posts(replace(task, history=task.user.with_posts(real)))
+        options = [t for t in (f"{encode_post(p, vocab, n).text(vocab)} {trigger}" for p in pool)
+                   if not is_near_copy(t, task.written)]
+        return self.rng(task).choice(options) if options else None
+

@@ -63,6 +63,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
@@ -131,7 +132,6 @@ class PETGENAttack(Attack):
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
         from attacks.petgen.model import PETGEN
-        from attacks.petgen.trainer import TRAINING_VERSION
 
         s = self.settings
         self._ranker: ThreatModel | None = None
@@ -146,9 +146,7 @@ class PETGENAttack(Attack):
         # deployed detector attacked through the same surrogate, or a later run reuse them.
         from advseq.runtime import advseq_home
 
-        key = {"params": self._cache_params(), "spec": spec.to_dict(), "train": train.checksum(),
-               "training_version": TRAINING_VERSION,
-               "threat": trainer_threat.fingerprint}
+        key = self.generator_key(train, spec, trainer_threat)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         state = advseq_home() / "cache" / "petgen" / digest
         if (state / "config.json").exists():
@@ -161,6 +159,16 @@ class PETGENAttack(Attack):
         (tmp / "attack_key.json").write_text(json.dumps(key))
         shutil.rmtree(state, ignore_errors=True)
         os.replace(tmp, state)
+
+    def generator_key(self, train: Dataset, spec: AttackSpec, threat: ThreatModel) -> dict[str, Any]:
+        """What names a generator trained against ``threat`` in the cache. Training does
+        not depend on K (the posts the attacker writes per user; each is written by the
+        same generator), so the spec enters without it: one generator serves every K."""
+        from attacks.petgen.trainer import TRAINING_VERSION
+
+        return {"params": self._cache_params(), "spec": replace(spec, posts=1).to_dict(),
+                "train": train.checksum(), "training_version": TRAINING_VERSION,
+                "threat": threat.fingerprint}
 
     def _surrogate(self, train: Dataset) -> ThreatModel:
         """The attacker's own detector, trained on the users it may see (cached)."""

@@ -100,12 +100,17 @@ def _flags(history: Sequence[Any], context: str | None, final_context: str | Non
 
 def task_example(task: AttackTask) -> CondExample:
     """What the generator conditions on for an attack task (the real last post is the
-    realism reference)."""
+    realism reference). For a later slot of K posts the history holds the posts written
+    before (:meth:`advseq.attack.AttackSpec.next_task`), so the post is conditioned on
+    them like on the user's own."""
     user = task.user
     flags = _flags(task.history.posts, task.context, user.posts[-1].context)
-    if (len(task.history.posts) == len(user.posts) and task.context is not None
+    real = len(task.history.posts) - len(task.written)   # the user's own posts come first
+    if (real == len(user.posts) and task.context is not None
             and task.context == user.posts[-1].context):
-        flags[-1] = 1.0  # append: the real last post is on the target context
+        flags[real - 1] = 1.0  # append: the real last post is on the target context
+    # Posts the attacker already wrote (K posts) follow, on the task's context: they count
+    # as earlier posts on it and as the most recent ones.
     # Without contexts (tweets) nothing is relevant: the relevancy term and relevancy
     # attention stay off, as in pre-training, instead of treating "no context" as one context.
     return CondExample(task.history.posts, task.context, user.posts[-1].text, float(task.target), flags)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from advseq.attack import AttackOutput, AttackSpec, AttackTask
+from advseq.candidates import fresh
 from advseq.schema import Dataset
 from advseq.text import SPECIALS
 from advseq.threat import ThreatModel
@@ -141,7 +142,7 @@ class PETGEN(PETGENSettings):
         runners_up: list[list[tuple[str, float]]] = []
         reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
         for task, posts in zip(tasks, cands, strict=True):
-            posts = list(dict.fromkeys(posts))
+            posts = fresh(task, list(dict.fromkeys(posts)))     # no near copy of written posts
             left = threat.remaining(task.user_id)
             status = "ok"
             if threat.has("score"):

@@ -14,6 +14,23 @@ Deviations: the paper flips characters (and words in its extension) in a CNN's i
 here the unit is a word of the detector's vocabulary, the post is one post appended to
 the user's sequence, and each position is flipped at most once. White-box (the deployed
 detector's gradients) or transfer (a surrogate's).
+
+K posts (``AttackSpec.posts`` > 1): the posts are searched together
+(:func:`write_joint`). The search begins as the one-post attack (its first slot is
+exactly the one-post search, so a user at the goal after one post gets the one-post
+attack's post and queries); a user still short of the goal after ``max_flips`` steps
+gets one more slot — a copycat post, drawn with the slot's random numbers among the
+user's posts that are no near copy of the posts so far — and the beam search goes on
+over all slots at once (:func:`advseq.token_search.joint_search`): one gradient query
+per beam over the ``[B, K, T, V]`` soft posts ranks a flip in an earlier post beside
+one in the new post, so an earlier post is still edited with the later ones in view
+(the sequential strategy has fixed it by then), and a flip that makes a post a near
+copy of another is never scored. Up to K slots; each beam's state is scored as the
+detector scores the written posts. A user stops with the posts written when the goal
+is reached, so fewer than K posts: each post is one more for a platform to see, and
+the records' ``posts_to_evade`` then counts the posts an evader needs (starting from K
+posts at once instead reaches the goal no more often on the demo data, with every
+evader needing all K).
 """
 
 from __future__ import annotations

@@ -133,3 +133,21 @@ def test_petgen_conditions_on_the_written_posts(split, cnn_dir: Path) -> None:
     train = Dataset(split.train.users[:20])
     assert atk.generator_key(train, spec, threat) == atk.generator_key(train, AttackSpec(), threat)
     assert atk.generator_key(train, AttackSpec(), threat)["spec"] == AttackSpec().to_dict()
+
+
+@pytest.mark.slow
+def test_joint_hotflip_evades_at_least_as_often_as_sequential(split, cnn_dir: Path) -> None:
+    from advseq.multipost import write_sequential
+
+    spec = AttackSpec(posts=2)
+    det = load_detector(cnn_dir)
+    users = [u for u in split.test if u.label == 1]
+    detected = [u for u, p in zip(users, det.predict_proba(users), strict=True) if p >= 0.5][:12]
+    tasks = [spec.task(u) for u in detected]
+    evaded = {}
+    for name, write in (("joint", None), ("sequential", write_sequential)):
+        atk, threat = create_attack("hotflip", max_flips=2), ThreatModel(det, "white-box")
+        written = atk.write_posts(tasks, threat, spec) if write is None else write(atk, tasks, threat, spec)
+        final = [written_states(spec, t, [o.post for o in w])[-1] for t, w in zip(tasks, written, strict=True)]
+        evaded[name] = int((det.predict_proba(final) < 0.5).sum())
+    assert evaded["joint"] >= evaded["sequential"], evaded

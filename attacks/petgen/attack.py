@@ -51,6 +51,20 @@ words outside the platform's most frequent ones), and ``natural_context=True`` a
 third rank to the natural choice — closeness of the post's mean word embedding to the
 context's (for users with a context).
 
+K posts (``AttackSpec.posts`` > 1): the generic sequential strategy
+(:mod:`advseq.multipost`) is PETGEN's sequence. The generator writes the next post of a
+user from their history, and for slot k the history holds the posts written before it
+(:meth:`~advseq.attack.AttackSpec.next_task`): they are the most recent posts, which
+the recency attention weighs most, and posts on the target context, which relevancy
+weighs (the user's real last post keeps its flag), so each post is conditioned on the
+ones before it as the paper conditions on a user's own. Each slot samples with its own
+random numbers, skips candidates that are near copies of the written posts, and is
+chosen and refined with the detector's verdict on the sequence so far; nothing cached
+per user outlives a slot (token ids are cached by text, the naturalness judge holds no
+user state). Sampling K posts in one pass and choosing among whole sequences would
+choose with one verdict per sequence instead of one per post for the same queries, so
+it is not offered. One trained generator serves every K: training does not depend on K.
+
 What each of these measured on the benchmark data: docs/petgen.md.
 """
 

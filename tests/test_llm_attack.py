@@ -127,6 +127,8 @@ def test_clean(raw: str, want: str) -> None:
 def test_clean_cuts_at_a_sentence_and_follows_lowercase_users() -> None:
     text = "The strap is fine. The buckle broke after two weeks of daily use and more"
     assert P.clean(text, 8) == "The strap is fine."
+    assert P.clean(text, 30) == text
+    assert P.clean(text, 30, complete=False) == "The strap is fine."    # the sampler's limit
     assert P.clean(text, 8, lowercase=True) == "the strap is fine."
     task = AttackSpec().task(_user())
     assert P.lowercase_user(task)
@@ -143,6 +145,19 @@ def test_draw_inverts_the_top_p_distribution() -> None:
     assert nxt.tolist() == [0, 0, 1, 1]
     nxt, _ = _draw(logits, u, temperature=1.0, top_p=1e-6)  # greedy
     assert nxt.tolist() == [0, 0, 0, 0]
+
+
+def test_draw_looks_past_the_first_tokens_only_for_wide_nuclei(monkeypatch) -> None:
+    import attacks.llm.backbone as bb
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn((6, 3000), generator=gen) * torch.tensor([[0.1], [3], [0.1], [8], [1], [0.5]])
+    u = torch.rand(6, generator=gen, dtype=torch.float64)
+    reference, _ = _draw(logits, u, 0.9, 0.95)              # nucleus within 512 tokens or not
+    monkeypatch.setattr(bb, "NUCLEUS_K", 8)                  # most rows now need the full sort
+    assert torch.equal(_draw(logits, u, 0.9, 0.95)[0], reference)
+    monkeypatch.setattr(bb, "NUCLEUS_K", 3000)
+    assert torch.equal(_draw(logits, u, 0.9, 0.95)[0], reference)
 
 
 # ---- settings and resources -----------------------------------------------------------

@@ -31,6 +31,7 @@ before a post counts as reaching the goal, which helps a post transfer.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from advseq.config import SEED, Choice, Device, Float, Int
 from advseq.errors import ConfigError
 from advseq.quality.copies import copy_flags
 from advseq.schema import Dataset
+from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
 from attacks.llm.backbone import Backbone, Sample
 from attacks.llm.prompt import Draft, clean, lowercase_user, messages
@@ -50,6 +52,9 @@ from attacks.llm.prompt import Draft, clean, lowercase_user, messages
 #: new BPE tokens sampled per advseq token of the task's limit (words and punctuation
 #: are advseq tokens; SmolLM2's BPE needs a few more), plus a little room
 TOKENS_PER_WORD = 1.5
+#: the shortest post length (advseq tokens) a candidate is given room for
+MIN_LENGTH = 8
+_TOK = Tokenizer(lowercase=False, replace_urls=False)
 
 
 @dataclass
@@ -63,11 +68,12 @@ class _Tried:
     hit: bool
 
 
-@dataclass
+@dataclass(eq=False)
 class _State:
     """Where the search for one user stands."""
 
     task: AttackTask
+    steps: int                       #: new tokens a candidate may have
     tried: list[_Tried] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     done: bool = False
@@ -132,17 +138,22 @@ class LLMAttack(Attack):
         return Backbone(device=self.device, dtype=self.dtype, threads=self.threads,
                         batch_rows=self.batch_size)
 
-    def _steps(self, tasks: Sequence[AttackTask]) -> int:
-        words = max(t.max_tokens for t in tasks)
+    def _steps(self, task: AttackTask) -> int:
+        """New tokens one candidate may have: room for a post a quarter longer than the
+        user's median recent post (its style; at least :data:`MIN_LENGTH` tokens), within
+        the task's token limit and ``max_new_tokens``. Decoding is most of the attack's
+        time, and longer answers would be cut anyway."""
+        recent = [p.text for p in task.history.posts[-max(self.recent, 1):]]
+        typical = statistics.median(len(_TOK.tokenize(t)) for t in recent) if recent else task.max_tokens
+        words = min(task.max_tokens, max(math.ceil(1.25 * typical), MIN_LENGTH))
         return max(1, min(self.max_new_tokens, math.ceil(TOKENS_PER_WORD * words) + 4))
 
     # ---- the search -----------------------------------------------------------------
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if not hasattr(self, "backbone_"):
             raise ConfigError("llm: call prepare() with the training users first (the evaluator does)")
-        states = [_State(t) for t in tasks]
+        states = [_State(t, steps=self._steps(t)) for t in tasks]
         use_score = threat.has("score")
-        steps = self._steps(tasks) if tasks else 1
         for r in range(self.rounds):
             active = [s for s in states if not s.done and not self._out_of_budget(s, threat)]
             if not active:
@@ -151,7 +162,8 @@ class LLMAttack(Attack):
                 s.task, recent=self.recent, relevant=self.relevant, drafts=self._drafts(s)))
                 for s in active]
             seeds = [self.rng(s.task, f"llm-round{r}").getrandbits(63) for s in active]
-            samples = self.backbone_.sample(prompts, seeds, n=self.candidates, max_new_tokens=steps,
+            samples = self.backbone_.sample(prompts, seeds, n=self.candidates,
+                                            max_new_tokens=[s.steps for s in active],
                                             temperature=self.temperature, top_p=self.top_p)
             picked = self._filter(active, samples)
             self._query(active, picked, threat, use_score)
@@ -188,7 +200,7 @@ class LLMAttack(Attack):
             lower = lowercase_user(s.task)
             kept: dict[str, float] = {}
             for row in rows:
-                text = clean(row.text, s.task.max_tokens, lowercase=lower)
+                text = clean(row.text, s.task.max_tokens, lowercase=lower, complete=row.complete)
                 if not text or text in s.seen or math.isnan(row.logprob):
                     continue
                 kept[text] = max(kept.get(text, -math.inf), row.logprob)

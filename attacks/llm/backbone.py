@@ -33,12 +33,14 @@ from advseq.errors import ConfigError, ResourceMissing
 
 @dataclass(frozen=True)
 class Sample:
-    """One sampled continuation: its tokens (without the stop token), the text and the
-    mean token log-probability the backbone gave it (nan when it is empty)."""
+    """One sampled continuation: its tokens (without the stop token), the text, the
+    mean token log-probability the backbone gave it (nan when it is empty) and whether it
+    ended by itself (a stop token) rather than at the token limit."""
 
     ids: tuple[int, ...]
     text: str
     logprob: float
+    complete: bool = True
 
 
 @contextlib.contextmanager
@@ -76,6 +78,7 @@ class Backbone:
             self.tokenizer, self.model, self.load_info = load_model(self.device, self.dtype, shared=True)
         except ResourceMissing as err:
             raise ConfigError(f"the llm attack needs SmolLM2-135M-Instruct: {err}") from None
+        _use_gqa_attention(self.model)
         self._special_masks()
         return self
 
@@ -109,11 +112,17 @@ class Backbone:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def sample(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *, n: int,
-               max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0) -> list[list[Sample]]:
-        """``n`` continuations of each prompt (token ids), sampled with the uniforms of
+               max_new_tokens: int | Sequence[int], temperature: float = 1.0,
+               top_p: float = 1.0) -> list[list[Sample]]:
+        """``n`` continuations of each prompt (token ids) of at most ``max_new_tokens``
+        new tokens (one limit, or one per prompt), sampled with the uniforms of
         ``seeds[i]`` for prompt i; rows of ``batch_rows`` at most share a forward pass
         (prompts of similar length together)."""
         self.load()
+        limits = [int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, int) \
+            else [int(x) for x in max_new_tokens]
+        if len(limits) != len(prompts) or min(limits, default=1) < 1:
+            raise ValueError("max_new_tokens: one limit >= 1, or one per prompt")
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
         per_chunk = max(1, self.batch_rows // n)
         out: list[list[Sample]] = [[] for _ in prompts]
@@ -121,13 +130,13 @@ class Backbone:
             for s in range(0, len(order), per_chunk):
                 idx = order[s:s + per_chunk]
                 rows = self._sample_chunk([prompts[i] for i in idx], [seeds[i] for i in idx], n,
-                                          max_new_tokens, temperature, top_p)
+                                          [limits[i] for i in idx], temperature, top_p)
                 for j, i in enumerate(idx):
                     out[i] = rows[j * n:(j + 1) * n]
         return out
 
-    def _sample_chunk(self, prompts: list[Sequence[int]], seeds: list[int], n: int, steps: int,
-                      temperature: float, top_p: float) -> list[Sample]:
+    def _sample_chunk(self, prompts: list[Sequence[int]], seeds: list[int], n: int,
+                      limits: list[int], temperature: float, top_p: float) -> list[Sample]:
         from transformers import DynamicCache
 
         dev, model = self.device, self.model
@@ -147,26 +156,35 @@ class Backbone:
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)
         mask = mask.repeat_interleave(n, 0)
         pos = pos[:, -1:].repeat_interleave(n, 0)
-        uniforms = torch.cat([torch.rand((n, steps), generator=torch.Generator().manual_seed(int(sd)),
-                                         dtype=torch.float64) for sd in seeds]).to(dev)
+        steps = max(limits)
+        # step t's uniforms of a prompt's n rows: row t of its own [limit, n] draw, the
+        # same whatever the other prompts' limits
+        uniforms = torch.full((len(prompts) * n, steps), 0.5, dtype=torch.float64)
+        for r, (sd, lim) in enumerate(zip(seeds, limits, strict=True)):
+            g = torch.Generator().manual_seed(int(sd))
+            uniforms[r * n:(r + 1) * n, :lim] = torch.rand((lim, n), generator=g, dtype=torch.float64).T
+        uniforms = uniforms.to(dev)
+        limit = torch.tensor(limits, device=dev).repeat_interleave(n)
         rows = len(prompts) * n
         alive = torch.arange(rows, device=dev)       # the rows still in the cache
         tokens: list[list[int]] = [[] for _ in range(rows)]
         logp_sum = torch.zeros(rows, dtype=torch.float64, device=dev)
         counted = torch.zeros(rows, dtype=torch.long, device=dev)
         started = torch.zeros(rows, dtype=torch.bool, device=dev)
+        ended = torch.zeros(rows, dtype=torch.bool, device=dev)
         for t in range(steps):
             nxt, logp = _draw(logits, uniforms[alive, t], temperature, top_p)
             stop = self.end_ids[nxt] | (self.newline_ids[nxt] & started[alive])
             begins = ~self.blank_ids[nxt] & ~stop
             started[alive] |= begins
+            ended[alive] |= stop
             take = ~stop & started[alive]
             logp_sum[alive] += torch.where(take, logp.double(), 0.0)
             counted[alive] += take.long()
             for r, tok_id, keep in zip(alive.tolist(), nxt.tolist(), (~stop).tolist(), strict=True):
                 if keep:
                     tokens[r].append(tok_id)
-            live = ~stop
+            live = ~stop & (limit[alive] > t + 1)
             if t == steps - 1 or not bool(live.any()):
                 break
             if not bool(live.all()):
@@ -184,24 +202,84 @@ class Backbone:
         for r in range(rows):
             text = self.tokenizer.decode(tokens[r], skip_special_tokens=True)
             samples.append(Sample(tuple(tokens[r]), text,
-                                  float(means[r]) if counted[r] else float("nan")))
+                                  float(means[r]) if counted[r] else float("nan"), bool(ended[r])))
         return samples
+
+
+#: the most likely tokens a top-p draw looks at first (all of them only for rows whose
+#: nucleus is wider): sorting the whole 49k vocabulary every step costs more than the
+#: model's step on a CPU
+NUCLEUS_K = 512
+
+
+GQA_ATTENTION = "advseq_gqa_sdpa"
+
+
+def _gqa_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+              is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, but with grouped key/value heads given to torch as
+    they are (``enable_gqa``) even under a padding mask: transformers copies them out to
+    every query head when a mask is present, which made each decoding step of a
+    left-padded batch several times slower on a CPU. Same numbers."""
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    if is_causal is None:
+        is_causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
+        is_causal=is_causal, enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _use_gqa_attention(model: Any) -> None:
+    """Switch ``model`` (the attack's own copy) to :func:`_gqa_sdpa` where torch offers
+    ``enable_gqa`` (2.5+) and the model uses SDPA; otherwise leave it as it is."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if model.config._attn_implementation not in ("sdpa", GQA_ATTENTION):
+        return
+    try:
+        x = torch.zeros((1, 2, 1, 4))
+        torch.nn.functional.scaled_dot_product_attention(x, x[:, :1], x[:, :1], enable_gqa=True)
+    except TypeError:               # torch < 2.5
+        return
+    AttentionInterface.register(GQA_ATTENTION, _gqa_sdpa)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(GQA_ATTENTION, sdpa_mask)
+    model.config._attn_implementation = GQA_ATTENTION
 
 
 def _draw(logits: torch.Tensor, u: torch.Tensor, temperature: float,
           top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the token at uniform ``u`` of the top-p distribution of ``logits /
-    temperature`` (inverse CDF over the tokens sorted by probability, ties by id) and its
-    log-probability under ``logits`` at temperature 1."""
-    probs = torch.softmax(logits.double() / temperature, -1)
-    sorted_p, sorted_idx = probs.sort(dim=-1, descending=True, stable=True)
-    before = sorted_p.cumsum(-1) - sorted_p
-    sorted_p = torch.where(before < top_p, sorted_p, 0.0)
-    cum = sorted_p.cumsum(-1)
-    pick = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True)
-    pick = pick.clamp(max=cum.shape[1] - 1)
-    # a pick past the kept mass cannot happen but for rounding: step back onto kept tokens
-    pick = torch.minimum(pick, (sorted_p > 0).sum(-1, keepdim=True) - 1)
-    nxt = sorted_idx.gather(1, pick).squeeze(1)
-    logp = torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
+    temperature`` (inverse CDF over the tokens sorted by probability) and its
+    log-probability under ``logits`` at temperature 1. Each row's token depends only on
+    its own logits and uniform."""
+    probs = torch.softmax(logits.float() / temperature, -1)
+    k = min(NUCLEUS_K, probs.shape[1])
+    vals, idx = probs.topk(k, dim=-1)
+    wide = vals.double().sum(-1) < top_p if k < probs.shape[1] else torch.zeros_like(u, dtype=torch.bool)
+    nxt = torch.empty(len(u), dtype=torch.long, device=logits.device)
+    narrow = ~wide
+    if bool(narrow.any()):
+        nxt[narrow] = _invert(vals[narrow], idx[narrow], u[narrow], top_p)
+    if bool(wide.any()):
+        full, full_idx = probs[wide].sort(dim=-1, descending=True, stable=True)
+        nxt[wide] = _invert(full, full_idx, u[wide], top_p)
+    logp = torch.log_softmax(logits.float(), -1).gather(1, nxt[:, None]).squeeze(1)
     return nxt, logp
+
+
+def _invert(sorted_p: torch.Tensor, sorted_idx: torch.Tensor, u: torch.Tensor,
+            top_p: float) -> torch.Tensor:
+    """The token at uniform ``u`` of each row's nucleus: the most likely tokens (sorted
+    descending in ``sorted_p``) until their mass reaches ``top_p``, renormalised."""
+    p = sorted_p.double()
+    before = p.cumsum(-1) - p
+    p = torch.where(before < top_p, p, 0.0)
+    cum = p.cumsum(-1)
+    pick = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True)
+    # a pick past the kept mass cannot happen but for rounding: step back onto kept tokens
+    pick = torch.minimum(pick, (p > 0).sum(-1, keepdim=True) - 1)
+    return sorted_idx.gather(1, pick).squeeze(1)

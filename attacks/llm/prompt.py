@@ -121,10 +121,11 @@ def lowercase_user(task: AttackTask) -> bool:
     return bool(texts) and not any(ch.isupper() for t in texts for ch in t)
 
 
-def clean(text: str, max_tokens: int, *, lowercase: bool = False) -> str:
+def clean(text: str, max_tokens: int, *, lowercase: bool = False, complete: bool = True) -> str:
     """One post from a model answer: the first non-empty line without chat artifacts,
-    list markers, preambles or wrapping quotes, cut to ``max_tokens`` tokens; "" when
-    fewer than :data:`MIN_WORDS` words are left."""
+    list markers, preambles or wrapping quotes, cut to ``max_tokens`` tokens, and ended
+    at its last full sentence when it was cut (here, or by the sampler's token limit:
+    ``complete`` false); "" when fewer than :data:`MIN_WORDS` words are left."""
     text = re.sub(r"<\|[^|>]*\|>", " ", text)
     line = next((s.strip() for s in text.splitlines() if s.strip()), "")
     for _ in range(3):
@@ -142,7 +143,7 @@ def clean(text: str, max_tokens: int, *, lowercase: bool = False) -> str:
     if lowercase:
         line = line.lower()
     cut = truncate_post(line, max_tokens)
-    if cut != line:                    # cut mid-sentence: end at the last full sentence
+    if cut != line or not complete:    # cut mid-sentence: end at the last full sentence
         ends = [m.end() for m in _SENTENCE_END.finditer(cut)]
         if ends and len(cut[:ends[-1]].split()) >= MIN_WORDS:
             cut = cut[:ends[-1]]

@@ -195,6 +195,18 @@ class Attack(Configurable, ABC):
         """Learn anything needed before attacking (e.g. a universal trigger or a
         language model) from the training users the attacker may see. Default: nothing."""
 
+    def save_prepared(self, folder: Path) -> bool:
+        """Save what :meth:`prepare` learned into ``folder``, so that other processes (the
+        shards of a run) attack with it without preparing again (:meth:`load_prepared`).
+        False: nothing is worth saving (preparing again only loads cached models or builds
+        cheap indexes). Default: False."""
+        return False
+
+    def load_prepared(self, folder: Path) -> bool:
+        """Take back what :meth:`save_prepared` put in ``folder`` instead of :meth:`prepare`;
+        False when nothing is there. Default: False."""
+        return False
+
     @abstractmethod
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         """Write one post per task (same order)."""

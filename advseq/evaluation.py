@@ -23,6 +23,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,49 @@ def run_attack(
     ``resume`` continues the run in ``out`` from its checked records (a bad line of
     ``results.jsonl`` refuses the run); ``repair`` (implies ``resume``) drops the bad
     lines instead, reports them and attacks their users again."""
-    from advseq.progress import progress_bar
+    run = open_attack(data, detector_dir, attack, out=out, mode=mode, spec=spec,
+                      attack_params=attack_params, surrogate=surrogate,
+                      surrogate_detector=surrogate_detector, surrogate_params=surrogate_params,
+                      budget=budget, seed=seed, resume=resume, repair=repair, batch_size=batch_size,
+                      max_users=max_users, progress=progress)
+    prepare_seconds = prepare_attack(run)
+    clean = run.deployed.predict_proba(run.test)
+    records = list(run.records)
+    attack_batches(run, run.batches, out=run.out / RESULTS_FILE, records=records,
+                   clean=[float(p) for p in clean], progress=progress)
+    return finish_attack(run, records, quality=quality, prepare_seconds=prepare_seconds)
 
+
+@dataclass
+class AttackRun:
+    """An attack run opened in its folder (settings checked, models loaded, the threat
+    model set up, ``run.json`` and the results header written): what preparing, attacking
+    any of its batches (in this process or another) and summarising need."""
+
+    out: Path
+    data: Dataset
+    spec: AttackSpec
+    deployed: Detector
+    split: DataSplit
+    test: list[User]
+    atk: Any
+    config: dict[str, Any]
+    threat: ThreatModel
+    surrogate_info: dict[str, Any] | None
+    batches: list[list[int]]
+    records: list[dict[str, Any]]   #: the checked records of results.jsonl, whole batches only
+    seed: int
+
+
+def open_attack(data: Dataset, detector_dir: str | Path, attack: str, *, out: str | Path,
+                mode: str = "white-box", spec: AttackSpec | None = None,
+                attack_params: dict[str, Any] | None = None, surrogate: str | Path | None = None,
+                surrogate_detector: str = SURROGATE_DETECTOR,
+                surrogate_params: dict[str, Any] | None = None, budget: int | None = None,
+                seed: int = 0, resume: bool = False, repair: bool = False, batch_size: int = 16,
+                max_users: int | None = None, progress: bool | None = None) -> AttackRun:
+    """Check and open the attack run in ``out`` (arguments as :func:`run_attack`); a new
+    run's ``run.json`` and results header are written, a resumed run's records checked."""
     out = check_out_folder(out)
     resume = resume or repair
     if max_users is not None and max_users < 0:
@@ -204,16 +246,34 @@ def run_attack(
 
     batches = [list(range(s, min(s + batch_size, len(test)))) for s in range(0, len(test), batch_size)]
     records = _whole_batches(out / RESULTS_FILE, found.records, test, batches)
-    done = {r["user_id"] for r in records}
+    return AttackRun(out, data, spec, deployed, split, test, atk, config, threat, surrogate_info,
+                     batches, records, seed)
+
+
+def prepare_attack(run: AttackRun) -> float:
+    """Let the attack learn what it needs from the training users; returns the seconds."""
     t_start = time.perf_counter()
-    atk.workdir = out / "attack_state"
-    atk.prepare(split.train, threat, spec)
-    prepare_seconds = time.perf_counter() - t_start
-    clean = deployed.predict_proba(test)
-    threshold = 0.5
+    run.atk.workdir = run.out / "attack_state"
+    run.atk.prepare(run.split.train, run.threat, run.spec)
+    return time.perf_counter() - t_start
+
+
+def attack_batches(run: AttackRun, batches: Sequence[list[int]], *, out: Path,
+                   records: list[dict[str, Any]], clean: Sequence[float],
+                   progress: bool | None) -> None:
+    """Attack every batch of ``batches`` (indices into ``run.test``) none of whose users is
+    in ``records``, appending each batch's records to ``out`` and to ``records``;
+    ``clean`` holds the deployed detector's probability for every test user."""
+    from advseq.progress import progress_bar
+
+    spec, test, threshold = run.spec, run.test, 0.5
+    done = {r["user_id"] for r in records}
     n_success = sum(r["success"] for r in records)
-    with progress_bar(f"attack {attack} ({mode})", len(test), enabled=progress) as bar:
-        bar.update(completed=len(done), status=f"success {n_success}")
+    todo = sum(len(idx) for idx in batches)
+    with progress_bar(f"attack {run.config['attack']} ({run.config['mode']})", todo,
+                      enabled=progress) as bar:
+        bar.update(completed=sum(test[i].user_id in done for idx in batches for i in idx),
+                   status=f"success {n_success}")
         for idx in batches:
             if all(test[i].user_id in done for i in idx):
                 continue
@@ -221,14 +281,23 @@ def run_attack(
             targeted = [u for u in users if spec.targets(u)]
             tasks = [spec.task(u) for u in targeted]
             one_batch = _posts_batch if spec.posts > 1 else _one_post_batch
-            batch_records = one_batch(atk, users, [float(clean[i]) for i in idx], tasks, threat,
-                                      deployed, spec, threshold)
+            batch_records = one_batch(run.atk, users, [clean[i] for i in idx], tasks, run.threat,
+                                      run.deployed, spec, threshold)
             n_success += sum(r["success"] for r in batch_records)
-            _append(out / RESULTS_FILE, batch_records)
+            _append(out, batch_records)
             records.extend(batch_records)
             bar.advance(len(users))
             bar.update(status=f"success {n_success}")
-    if len(records) != len(test) or {r["user_id"] for r in records} != test_labels.keys():
+
+
+def finish_attack(run: AttackRun, records: list[dict[str, Any]], *, quality: bool,
+                  prepare_seconds: float) -> dict[str, Any]:
+    """The summary of a run whose ``records`` cover every test user (written to
+    ``summary.json``, with the manifest)."""
+    out, spec, data, seed, config = run.out, run.spec, run.data, run.seed, run.config
+    threshold = 0.5
+    test_labels = {u.user_id: u.label for u in run.test}
+    if len(records) != len(run.test) or {r["user_id"] for r in records} != test_labels.keys():
         raise RuntimeError(f"{out / RESULTS_FILE}: records do not match the run's test users")
     summary = summarize(records, spec=spec, config=config)
     if spec.posts > 1:
@@ -239,14 +308,14 @@ def run_attack(
     if quality:
         from advseq.quality import quality_report
 
-        summary["quality"] = quality_report(records, data, split, spec, seed=seed)
+        summary["quality"] = quality_report(records, data, run.split, spec, seed=seed)
         if spec.posts > 1:
             summary["quality_by_k"] = summary["quality"].pop("by_k")
         summary.update({k: v for k, v in summary["quality"]["attack"].items()})
     atomic_write_json(out / SUMMARY_FILE, summary)
     atomic_write_json(out / MANIFEST_FILE, build_manifest(
-        config, seed=seed, data=data_record(data), surrogate=surrogate_info,
-        threat=threat.describe(), attack_paper=atk.paper))
+        config, seed=seed, data=data_record(data), surrogate=run.surrogate_info,
+        threat=run.threat.describe(), attack_paper=run.atk.paper))
     return summary
 
 

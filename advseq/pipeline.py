@@ -51,13 +51,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advseq.errors import CapabilityError, ConfigError
+from advseq.errors import ConfigError
+from advseq.executors.units import UnitSpec, remember_dataset
 from advseq.manifest import build_manifest
 from advseq.run_config import (  # noqa: F401  (load_config and the config tables are used from here)
     AttackCfg,
@@ -83,15 +83,8 @@ def unit_key(kind: str, config: dict[str, Any], checksum: str, seed: int) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-@dataclass
-class Unit:
-    kind: str                    # "detector" | "ceiling" | "attack" | "retrain"
-    label: str
-    path: Path
-    run: Callable[[], dict[str, Any]]
-    done: Callable[[], bool]
-    info: dict[str, Any] = field(default_factory=dict)
-    skip_reason: str | None = None
+#: a unit of the matrix: settings and paths only (see :mod:`advseq.executors.units`)
+Unit = UnitSpec
 
 
 def with_posts(spec: AttackSpec, K: int) -> AttackSpec:
@@ -118,35 +111,43 @@ def ceiling_posts(cfg: RunConfig) -> list[int]:
     return sorted({*cfg.posts, *(k for a in cfg.attacks for k in cfg.attack_posts(a))})
 
 
-def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> list[Unit]:
-    """Every unit of the matrix, in dependency order (``repair``: see :func:`run_matrix`)."""
+def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> list[UnitSpec]:
+    """Every unit of the matrix, in dependency order (``repair``: see :func:`run_matrix`).
+    Each unit carries its settings, its folder and the folders of the units it needs, so
+    any process that sees the run folder can run it (:func:`~advseq.executors.units.execute_unit`)."""
     from advseq import registry
     from advseq.attack import AttackSpec, create_attack
-    from advseq.ceiling import CEILING_FILE, run_ceiling
-    from advseq.evaluation import run_attack
-    from advseq.retrain import ROUNDS_FILE, retrain_loop
-    from advseq.training import METRICS_FILE, train_detector
 
-    units: list[Unit] = []
+    units: list[UnitSpec] = []
+    out = cfg.out
+
+    def rel(path: Path) -> str:
+        return str(path.relative_to(out))
+
     spec = AttackSpec(goal=cfg.goal, placement=cfg.placement)
     for ds_cfg in cfg.datasets:
         ds = data[ds_cfg.name]
         checksum = ds.checksum()
+        remember_dataset(ds_cfg.path, ds)
+        dataset = {"name": ds_cfg.name, "path": str(ds_cfg.path), "checksum": checksum}
+
+        def unit(kind: str, label: str, path: Path, args: dict[str, Any], deps: list[Path],
+                 info: dict[str, Any], skip: str | None = None, shards: int = 1,
+                 dataset: dict[str, str] = dataset) -> UnitSpec:
+            return UnitSpec(kind, label, str(out), rel(path), dataset, args, [rel(d) for d in deps],
+                            info, skip, shards, cfg.request(kind), repair)
+
         model_dirs: dict[str, Path] = {}
         needs_surrogate = any("transfer" in a.modes for a in cfg.attacks)
         for det in [*cfg.detectors, *([cfg.surrogate] if needs_surrogate else [])]:
             seed = surrogate_seed(cfg.seed) if det is cfg.surrogate else cfg.seed
             conf = {"detector": det.detector, "params": det.params, "test_size": cfg.test_size,
                     "split_seed": cfg.split_seed}
-            path = cfg.out / "models" / ds_cfg.folder / f"{det.folder}-{unit_key('detector', conf, checksum, seed)}"
+            path = out / "models" / ds_cfg.folder / f"{det.folder}-{unit_key('detector', conf, checksum, seed)}"
             model_dirs[det.name] = path
-
-            def train(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path, seed: int = seed) -> dict[str, Any]:
-                return train_detector(ds, det.detector, path, seed=seed, params=det.params,
-                                      test_size=cfg.test_size, split_seed=cfg.split_seed, progress=False)
-
-            units.append(Unit("detector", f"{ds_cfg.name}: train {det.name}", path, train,
-                              lambda p=path: (p / METRICS_FILE).exists(),
+            units.append(unit("detector", f"{ds_cfg.name}: train {det.name}", path,
+                              {"detector": det.detector, "params": det.params, "seed": seed,
+                               "test_size": cfg.test_size, "split_seed": cfg.split_seed}, [],
                               {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate}))
         for det, K in product(cfg.detectors if cfg.ceiling else [], ceiling_posts(cfg)):
             if "gradient" not in registry.detectors.get(det.detector).capabilities:
@@ -154,17 +155,13 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
             spec_k = with_posts(spec, K)
             conf = {"detector": det.name, "spec": spec_k.to_dict(), "max_users": cfg.max_users,
                     "steps": cfg.ceiling_steps}
-            path = cfg.out / "ceiling" / ds_cfg.folder / \
+            path = out / "ceiling" / ds_cfg.folder / \
                 f"{det.folder}{k_part(K)}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
-
-            def ceiling(ds: Dataset = ds, det: DetectorCfg = det, path: Path = path,
-                        dirs: dict[str, Path] = model_dirs, spec_k: AttackSpec = spec_k) -> dict[str, Any]:
-                return run_ceiling(ds, dirs[det.name], path, spec=spec_k, steps=cfg.ceiling_steps,
-                                   max_users=cfg.max_users, seed=cfg.seed)
-
             what = "one-post ceiling" if K == 1 else f"{K}-post ceiling"
-            units.append(Unit("ceiling", f"{ds_cfg.name}: {what} of {det.name}", path, ceiling,
-                              lambda p=path: (p / CEILING_FILE).exists(),
+            units.append(unit("ceiling", f"{ds_cfg.name}: {what} of {det.name}", path,
+                              {"detector_dir": rel(model_dirs[det.name]), "spec": _spec_args(spec_k),
+                               "steps": cfg.ceiling_steps, "max_users": cfg.max_users, "seed": cfg.seed},
+                              [model_dirs[det.name]],
                               {"dataset": ds_cfg.name, "detector": det.name, **posts_info(K)}))
         surrogate_caps = registry.detectors.get(cfg.surrogate.detector).capabilities
         for det in cfg.detectors:
@@ -179,27 +176,22 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                             "spec": spec_k.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
                             "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
                     key = unit_key("attack", conf, checksum, cfg.seed)
-                    path = cfg.out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}{k_part(K)}-{key}"
+                    path = out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}{k_part(K)}-{key}"
                     if mode == "transfer":
                         skip = applicability(needs, mode, surrogate_caps, attack=f"attack {atk.attack!r}",
                                              detector=repr(cfg.surrogate.detector))
                     else:
                         skip = applicability(needs, mode, caps, attack=atk.name, detector=det.name)
-
-                    def attack(ds: Dataset = ds, det: DetectorCfg = det, atk: AttackCfg = atk, mode: str = mode,
-                               path: Path = path, dirs: dict[str, Path] = model_dirs,
-                               spec_k: AttackSpec = spec_k) -> dict[str, Any]:
-                        return run_attack(ds, dirs[det.name], atk.attack, out=path, mode=mode, spec=spec_k,
-                                          attack_params=atk.params, budget=atk.budget, seed=cfg.seed,
-                                          resume=True, repair=repair, max_users=cfg.max_users,
-                                          quality=cfg.quality,
-                                          surrogate=dirs.get(cfg.surrogate.name) if mode == "transfer" else None,
-                                          progress=False)
-
-                    units.append(Unit("attack", f"{ds_cfg.name}: {atk.name} ({mode}{k_label(K)}) vs {det.name}",
-                                      path, attack, lambda p=path: (p / "summary.json").exists(),
-                                      {"dataset": ds_cfg.name, "detector": det.name, "attack": atk.name,
-                                       "mode": mode, **posts_info(K)}, skip))
+                    sur = model_dirs.get(cfg.surrogate.name) if mode == "transfer" else None
+                    units.append(unit(
+                        "attack", f"{ds_cfg.name}: {atk.name} ({mode}{k_label(K)}) vs {det.name}", path,
+                        {"detector_dir": rel(model_dirs[det.name]), "attack": atk.attack, "mode": mode,
+                         "spec": _spec_args(spec_k), "attack_params": atk.params, "budget": atk.budget,
+                         "seed": cfg.seed, "max_users": cfg.max_users, "quality": cfg.quality,
+                         "surrogate_dir": rel(sur) if sur else None},
+                        [model_dirs[det.name], *([sur] if sur else [])],
+                        {"dataset": ds_cfg.name, "detector": det.name, "attack": atk.name,
+                         "mode": mode, **posts_info(K)}, skip, cfg.attack_shards(atk)))
         for rt in cfg.retrain:
             det = next(d for d in cfg.detectors if d.name == rt.detector)
             spec_k = with_posts(spec, rt.posts)
@@ -209,37 +201,44 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
             if rt.mode == "transfer":   # only then does the loop train the run's surrogate
                 conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
             key = unit_key("retrain", conf, checksum, cfg.seed)
-            path = cfg.out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}{k_part(rt.posts)}-{key}"
-
-            def loop(ds: Dataset = ds, det: DetectorCfg = det, rt: RetrainCfg = rt, path: Path = path,
-                     dirs: dict[str, Path] = model_dirs, spec_k: AttackSpec = spec_k) -> dict[str, Any]:
-                return retrain_loop(ds, det.detector, rt.attack, path, rounds=rt.rounds, mode=rt.mode,
-                                    seed=cfg.seed, initial=dirs[det.name], test_size=cfg.test_size, split_seed=cfg.split_seed,
-                                    detector_params=det.params, attack_params=rt.params, spec=spec_k,
-                                    max_users=cfg.max_users, surrogate=cfg.surrogate.detector,
-                                    surrogate_params=cfg.surrogate.params, repair=repair,
-                                    progress=False)
-
-            units.append(Unit("retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} "
-                                         f"({rt.rounds} rounds{k_label(rt.posts)})",
-                              path, loop, lambda p=path: (p / ROUNDS_FILE).exists() and
-                              "f1_change" in json.loads((p / ROUNDS_FILE).read_text()),
-                              {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
-                               "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}))
+            path = out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}{k_part(rt.posts)}-{key}"
+            units.append(unit(
+                "retrain", f"{ds_cfg.name}: retrain {det.name} vs {rt.attack} "
+                           f"({rt.rounds} rounds{k_label(rt.posts)})", path,
+                {"detector": det.detector, "attack": rt.attack, "rounds": rt.rounds, "mode": rt.mode,
+                 "seed": cfg.seed, "initial": rel(model_dirs[det.name]), "test_size": cfg.test_size,
+                 "split_seed": cfg.split_seed, "detector_params": det.params, "attack_params": rt.params,
+                 "spec": _spec_args(spec_k), "max_users": cfg.max_users,
+                 "surrogate": cfg.surrogate.detector, "surrogate_params": cfg.surrogate.params},
+                [model_dirs[det.name]],
+                {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
+                 "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}))
     return units
 
 
+def _spec_args(spec: AttackSpec) -> dict[str, Any]:
+    """An AttackSpec as the arguments that make it again (``AttackSpec(**d)``)."""
+    from dataclasses import asdict
+
+    return asdict(spec)
+
+
 def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = None,
-               repair: bool = False) -> dict[str, Any]:
+               repair: bool = False, executor: str = "local", address: str | None = None,
+               workers: int | None = None) -> dict[str, Any]:
     """Run (or finish) every unit of ``cfg``; returns the index (also ``out/index.json``).
     ``repair``: an attack unit whose results.jsonl has bad lines resumes without them
-    (named in a warning) instead of refusing the run."""
+    (named in a warning) instead of refusing the run. ``executor``: ``local`` runs the
+    units one after another in this process; ``ray`` runs them as Ray tasks, on the
+    cluster at ``address`` or on a local Ray of ``workers`` CPUs
+    (:mod:`advseq.executors.ray_exec`)."""
     from rich.console import Console
 
     from advseq.audit import describe
+    from advseq.executors import get_executor
     from advseq.io import load_dataset
-    from advseq.progress import progress_bar
 
+    execute = get_executor(executor, address=address, workers=workers)
     console = console or Console(stderr=True)
     out = cfg.out
     try:
@@ -262,25 +261,12 @@ def run_matrix(cfg: RunConfig, *, progress: bool | None = None, console: Any = N
     index: dict[str, Any] = {"config": cfg.to_dict(), "datasets": infos, "units": []}
     atomic_write_json(out / "run.json", build_manifest(cfg.to_dict(), seed=cfg.seed,
                                                        data={n: d.checksum() for n, d in data.items()}))
-    with progress_bar(f"run {cfg.name}", len(units), enabled=progress) as bar:
-        for unit in units:
-            entry = {"kind": unit.kind, "label": unit.label, "path": str(unit.path.relative_to(out)),
-                     **unit.info}
-            if unit.skip_reason:
-                entry.update(status="not applicable", reason=unit.skip_reason)
-            elif unit.done():
-                entry["status"] = "reused"
-            else:
-                bar.update(status=unit.label)
-                t = time.perf_counter()
-                try:
-                    unit.run()
-                    entry.update(status="done", seconds=round(time.perf_counter() - t, 1))
-                except CapabilityError as err:
-                    entry.update(status="not applicable", reason=str(err))
-            index["units"].append(entry)
-            atomic_write_json(out / INDEX_FILE, index)
-            bar.advance()
+    execute(units, out, index, progress=progress, name=cfg.name)
     index["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out / INDEX_FILE, index)
     return index
+
+
+def index_entry(unit: UnitSpec, out: Path) -> dict[str, Any]:
+    """A unit's index.json entry before its status."""
+    return {"kind": unit.kind, "label": unit.label, "path": str(unit.path.relative_to(out)), **unit.info}

@@ -45,6 +45,9 @@ from advseq.toml_lines import MAX_CONFIG_BYTES, TomlLines, parse_toml, read_conf
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 SEED_RULE = Int(0, INT_MAX)
+MAX_SHARDS = 4096   #: the most tasks one attack unit is split into (``shards``)
+#: a task's request when the config asks for nothing: one CPU, no GPU
+DEFAULT_REQUEST = {"num_cpus": 1.0, "num_gpus": 0.0}
 
 
 class PostCounts(Rule):
@@ -77,7 +80,7 @@ RUN_KEYS: dict[str, Rule] = {
     "test_size": Float(0, 1, low_open=True, high_open=True), "split_seed": SEED_RULE,
     "quality": Bool(), "max_users": Int(0), "goal": Choice("evasion", "flip"),
     "placement": Choice("append", "replace-last"), "ceiling": Bool(), "ceiling_steps": Int(1, 100_000),
-    "posts": PostCounts(),
+    "posts": PostCounts(), "shards": Int(1, MAX_SHARDS),
 }
 DATASET_KEYS: dict[str, Rule] = {"name": Text(empty=True), "demo": Bool(), "shared": Text(),
                                  "path": Text()}
@@ -86,15 +89,20 @@ SURROGATE_KEYS: dict[str, Rule] = {"detector": Text(), "params": Table()}
 ATTACK_KEYS: dict[str, Rule] = {
     "name": Text(empty=True), "attack": Text(), "params": Table(), "budget": Int(1),
     "modes": Items(Choice(*THREAT_MODES), max_len=len(THREAT_MODES)),
-    "detectors": Items(Text(empty=True)), "posts": PostCounts(),
+    "detectors": Items(Text(empty=True)), "posts": PostCounts(), "shards": Int(1, MAX_SHARDS),
 }
 RETRAIN_KEYS: dict[str, Rule] = {"detector": Text(empty=True), "attack": Text(empty=True),
                                  "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table(),
                                  "posts": Int(1, MAX_POSTS)}
+#: what one task of a cluster executor asks for (``[resources]``, run-wide or per unit kind)
+RESOURCE_KINDS = ("detector", "ceiling", "attack", "retrain")
+REQUEST_KEYS: dict[str, Rule] = {"num_cpus": Float(0, 4096), "num_gpus": Float(0, 64)}
+RESOURCE_KEYS: dict[str, Rule] = {**REQUEST_KEYS, **{k: Table() for k in RESOURCE_KINDS}}
 #: top-level tables: name -> (is an array of tables, its keys)
 TABLES: dict[str, tuple[bool, dict[str, Rule]]] = {
     "run": (False, RUN_KEYS), "datasets": (True, DATASET_KEYS), "detectors": (True, DETECTOR_KEYS),
     "surrogate": (False, SURROGATE_KEYS), "attacks": (True, ATTACK_KEYS), "retrain": (True, RETRAIN_KEYS),
+    "resources": (False, RESOURCE_KEYS),
 }
 
 
@@ -141,6 +149,7 @@ class AttackCfg(Named):
     budget: int | None = None
     detectors: list[str] | None = None     #: only against these [[detectors]] labels
     posts: list[int] | None = None         #: the K values to run (None: the run's)
+    shards: int | None = None              #: tasks each of its units is split into (None: the run's)
 
 
 @dataclass
@@ -173,10 +182,24 @@ class RunConfig:
     attacks: list[AttackCfg] = field(default_factory=list)
     retrain: list[RetrainCfg] = field(default_factory=list)
     source: str | None = None
+    shards: int = 1                        #: tasks each attack unit is split into (by user)
+    #: ``[resources]``: run-wide ``num_cpus``/``num_gpus`` and per-kind tables of them
+    resources: dict[str, Any] = field(default_factory=dict)
 
     def attack_posts(self, atk: AttackCfg) -> list[int]:
         """The K values ``atk`` runs with: its own ``posts``, else the run's."""
         return atk.posts or self.posts
+
+    def attack_shards(self, atk: AttackCfg) -> int:
+        """The shards each of ``atk``'s units is split into: its own, else the run's."""
+        return atk.shards or self.shards
+
+    def request(self, kind: str) -> dict[str, float]:
+        """What one task of a unit of ``kind`` asks a cluster for: the kind's table over the
+        run-wide values over one CPU and no GPU."""
+        top = {k: float(v) for k, v in self.resources.items() if k in REQUEST_KEYS}
+        own = {k: float(v) for k, v in self.resources.get(kind, {}).items()}
+        return {**DEFAULT_REQUEST, **top, **own}
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (run.json, index.json); a ``posts`` at its default
@@ -188,9 +211,14 @@ class RunConfig:
                 return [conv(i) for i in x]
             if hasattr(x, "__dataclass_fields__"):
                 return {k: conv(getattr(x, k)) for k in x.__dataclass_fields__
-                        if not (k == "posts" and _at_default(x, k))}
+                        if not (k in _QUIET_FIELDS and _at_default(x, k))}
             return x
         return conv(self)
+
+
+#: fields left out of the config record at their defaults, so configs that do not use them
+#: keep the record (run.json, index.json) they had before the fields existed
+_QUIET_FIELDS = ("posts", "shards", "resources")
 
 
 def _at_default(obj: Any, name: str) -> bool:
@@ -327,9 +355,11 @@ def load_config(source: str | Path | Mapping[str, Any], *,
         max_users=int(run["max_users"]) if run.get("max_users") else None,
         goal=str(run.get("goal", "evasion")), placement=str(run.get("placement", "append")),
         ceiling=bool(run.get("ceiling", False)), ceiling_steps=int(run.get("ceiling_steps", 300)),
-        posts=post_counts(run.get("posts", 1)),
+        posts=post_counts(run.get("posts", 1)), shards=int(run.get("shards", 1)),
         source=None if isinstance(source, Mapping) else str(path),
     )
+    if "resources" in raw:
+        cfg.resources = _resources(r, raw["resources"])
     cfg.datasets = [_dataset(r, d, i, base) for i, d in enumerate(raw.get("datasets", []))]
     cfg.detectors = [_detector(r, d, i, cfg.seed) for i, d in enumerate(raw.get("detectors", []))]
     if "surrogate" in raw:
@@ -437,7 +467,23 @@ def _attack(r: ConfigReader, raw: dict[str, Any], i: int, seed: int) -> AttackCf
     params = dict(a.get("params", {}))
     r.params(cls, params, seed, "attacks", i, kind)
     return AttackCfg(label, kind, modes, params, a.get("budget"), a.get("detectors"),
-                     post_counts(a["posts"]) if "posts" in a else None)
+                     post_counts(a["posts"]) if "posts" in a else None,
+                     int(a["shards"]) if "shards" in a else None)
+
+
+def _resources(r: ConfigReader, raw: dict[str, Any]) -> dict[str, Any]:
+    """``[resources]``: ``num_cpus``/``num_gpus`` for every task, and per unit kind
+    (``attack = { num_gpus = 1 }``)."""
+    res = r.table(raw, "resources")
+    for kind in RESOURCE_KINDS:
+        for key, value in res.get(kind, {}).items():
+            rule = REQUEST_KEYS.get(key)
+            if rule is None:
+                r.fail("resources", None, f"{kind}.{key}", f"unknown key (known: {', '.join(REQUEST_KEYS)})")
+            bad = rule.problem(value)
+            if bad:
+                r.fail("resources", None, f"{kind}.{key}", bad)
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in res.items()}
 
 
 def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> RetrainCfg:

@@ -17,9 +17,11 @@ detector's word vocabulary.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from advseq.candidates import copycat_posts, is_near_copy, own_posts
 from advseq.config import SEED, Int, Text
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
+from advseq.storage import atomic_write_json
 from advseq.text import Tokenizer
 from advseq.threat import ThreatModel
 from advseq.token_search import (
@@ -41,6 +44,8 @@ from advseq.token_search import (
     one_hot,
     one_hot_slots,
 )
+
+_STATE_FILE = "unitrigger.json"   #: the learned trigger(s), for the shards of a run
 
 
 class UniversalTriggerAttack(Attack):
@@ -118,6 +123,25 @@ class UniversalTriggerAttack(Attack):
         self.trigger_ids_ = trigger
         self.trigger_ = Tokenizer.detokenize([vocab.itos[i] for i in trigger])
         self.search_history_ = history
+
+    def save_prepared(self, folder: Path) -> bool:
+        """The learned trigger(s), so the shards of a run attack with them without searching again."""
+        state = {"trigger_ids": self.trigger_ids_, "trigger": self.trigger_,
+                 "search_history": self.search_history_,
+                 "slot_triggers": getattr(self, "slot_triggers_", None)}
+        atomic_write_json(folder / _STATE_FILE, state)
+        return True
+
+    def load_prepared(self, folder: Path) -> bool:
+        path = folder / _STATE_FILE
+        if not path.is_file():
+            return False
+        state = json.loads(path.read_text(encoding="utf-8"))
+        self.trigger_ids_, self.trigger_ = list(state["trigger_ids"]), state["trigger"]
+        self.search_history_ = state["search_history"]
+        if state["slot_triggers"] is not None:
+            self.slot_triggers_ = list(state["slot_triggers"])
+        return True
 
     def run(self, tasks: Sequence[AttackTask], threat: ThreatModel) -> list[AttackOutput]:
         if not hasattr(self, "trigger_"):

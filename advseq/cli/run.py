@@ -20,19 +20,25 @@ def register(app: typer.Typer) -> None:
         report: Annotated[bool, typer.Option(help="Write the report into OUT/report when done.")] = True,
         progress: Annotated[bool | None, ProgressOpt] = None,
         repair: Annotated[bool, typer.Option("--repair", help="Resume attack units whose results.jsonl has bad lines: keep every valid record, drop the bad lines (named) and attack their users again.")] = False,
+        executor: Annotated[str, typer.Option("--executor", help="Who runs the units: local (one after another, here) or ray (Ray tasks; pip install 'advseq[ray]').")] = "local",
+        address: Annotated[str | None, typer.Option("--address", help="With --executor ray: join the Ray cluster at auto or HOST:PORT (the run folder must be on a filesystem every node sees).")] = None,
+        workers: Annotated[int | None, typer.Option("--workers", help="With --executor ray and no --address: CPUs of the local Ray started for the run (default: all).")] = None,
     ) -> None:
         """Run a whole matrix (datasets × detectors × attacks × modes, plus retraining loops) from a config.
 
         Finished units are reused (content-addressed by config, data checksum and seed),
-        so a killed run continues where it stopped when started again."""
+        so a killed run continues where it stopped when started again. A unit that fails
+        on Ray is listed as failed (exit code 1) once the rest of the matrix is done."""
         from advseq.api import robustness_run
 
         result = robustness_run(config, out=out, report=report, progress=progress, console=console,
-                                repair=repair)
+                                repair=repair, executor=executor, address=address, workers=workers)
         _print_index(result["index"])
         files = result["report"]
         if files is not None:
             console.print(f"report: {files.html} (markdown: {files.markdown})", highlight=False)
+        if any(u["status"] == "failed" for u in result["index"]["units"]):
+            raise typer.Exit(1)
 
     @app.command()
     def retrain(
@@ -86,6 +92,7 @@ def _print_index(index: dict) -> None:
     for col in ("unit", "status", "seconds"):
         table.add_column(col)
     for u in index["units"]:
-        table.add_row(u["label"], u["status"] + (f" ({u['reason']})" if u.get("reason") else ""),
+        why = u.get("reason") or u.get("error")
+        table.add_row(u["label"], u["status"] + (f" ({why})" if why else ""),
                       str(u.get("seconds", "")))
     console.print(table)

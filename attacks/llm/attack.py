@@ -158,9 +158,7 @@ class LLMAttack(Attack):
             active = [s for s in states if not s.done and not self._out_of_budget(s, threat)]
             if not active:
                 break
-            prompts = [self.backbone_.chat_ids(messages(
-                s.task, recent=self.recent, relevant=self.relevant, drafts=self._drafts(s)))
-                for s in active]
+            prompts = [self._prompt(s.task, self._drafts(s)) for s in active]
             seeds = [self.rng(s.task, f"llm-round{r}").getrandbits(63) for s in active]
             samples = self.backbone_.sample(prompts, seeds, n=self.candidates,
                                             max_new_tokens=[s.steps for s in active],
@@ -170,6 +168,11 @@ class LLMAttack(Attack):
             for s in active:
                 s.rounds = r + 1
         return [self._output(s) for s in states]
+
+    def _prompt(self, task: AttackTask, drafts: Sequence[Draft] = ()) -> list[int]:
+        """The token ids of the chat asking for ``task``'s post (:func:`messages`)."""
+        return self.backbone_.chat_ids(messages(task, recent=self.recent, relevant=self.relevant,
+                                                drafts=drafts))
 
     def _out_of_budget(self, state: _State, threat: ThreatModel) -> bool:
         left = threat.remaining(state.task.user_id)

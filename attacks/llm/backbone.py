@@ -17,6 +17,10 @@ things the attack needs:
   costs no extra forward pass.
 
 A candidate ends at the first line break after some text, or at an end-of-turn token.
+
+:meth:`Backbone.answer_logprobs` scores given answers after their prompts, teacher-forced
+(the ``petgen-lm`` attack trains its adapter with it); ``shared=False`` gives a backbone
+its own copy of the model to adapt.
 """
 
 from __future__ import annotations
@@ -59,11 +63,14 @@ class Backbone:
     """A causal LM with a chat template that samples candidate posts in batches."""
 
     def __init__(self, *, device: str = "cpu", dtype: str = "float32", threads: int | None = None,
-                 batch_rows: int = 64) -> None:
+                 batch_rows: int = 64, shared: bool = True) -> None:
         self.device = device
         self.dtype = dtype
         self.threads = threads
         self.batch_rows = batch_rows
+        #: share the process's one inference copy of the model (False: a copy of its own,
+        #: e.g. for an attack that adapts it)
+        self.shared = shared
         self.tokenizer: Any = None
         self.model: Any = None
         self.load_info: dict[str, Any] = {}
@@ -75,7 +82,8 @@ class Backbone:
         from advseq.judge import load_model
 
         try:
-            self.tokenizer, self.model, self.load_info = load_model(self.device, self.dtype, shared=True)
+            self.tokenizer, self.model, self.load_info = load_model(self.device, self.dtype,
+                                                                         shared=self.shared)
         except ResourceMissing as err:
             raise ConfigError(f"the llm attack needs SmolLM2-135M-Instruct: {err}") from None
         _use_gqa_attention(self.model)
@@ -110,6 +118,37 @@ class Backbone:
     def n_tokens(self, text: str) -> int:
         self.load()
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def answer_logprobs(self, prompts: Sequence[Sequence[int]],
+                        answers: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed log-probability ``[B]`` of each answer (token ids) right after its
+        prompt, teacher-forced in one right-padded pass, and the answers' lengths ``[B]``;
+        logits are computed only where an answer token is predicted. Differentiable
+        unless called under ``no_grad`` (training's loss is its negative mean per token);
+        the caller sets threads and batch size."""
+        self.load()
+        if len(prompts) != len(answers) or not prompts or min(map(len, answers)) < 1 \
+                or min(map(len, prompts)) < 1:
+            raise ValueError("answer_logprobs: one non-empty answer per non-empty prompt")
+        dev, model = self.device, self.model
+        width = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        rows, cols, targets = [], [], []
+        for r, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            seq = [*p, *a]
+            ids[r, :len(seq)] = torch.tensor(seq)
+            mask[r, :len(seq)] = 1
+            rows += [r] * len(a)
+            cols += range(len(p) - 1, len(seq) - 1)      # position t predicts token t + 1
+            targets += list(a)
+        ids, mask = ids.to(dev), mask.to(dev)
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        row_t = torch.tensor(rows, device=dev)
+        logits = model.lm_head(hidden[row_t, torch.tensor(cols, device=dev)]).float()
+        logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(targets, device=dev)[:, None])
+        sums = torch.zeros(len(prompts), dtype=logp.dtype, device=dev).index_add(0, row_t, logp[:, 0])
+        return sums, torch.tensor([len(a) for a in answers], device=dev)
 
     def sample(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *, n: int,
                max_new_tokens: int | Sequence[int], temperature: float = 1.0,

@@ -21,6 +21,7 @@ PETGEN generators, reference LMs) is passed to every task as the driver has it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -41,6 +42,7 @@ except ImportError:      # advseq[ray] not installed: ray_executor says so in on
 
 #: what a retried task gets: one more try after an exception or a lost worker
 MAX_RETRIES = 1
+TASK_LOG_DIR = "ray"
 
 
 def run_task(unit: dict[str, Any], run_folder: str, part: str | None, *_deps: Any) -> dict[str, Any]:
@@ -51,12 +53,38 @@ def run_task(unit: dict[str, Any], run_folder: str, part: str | None, *_deps: An
 
     torch.set_num_threads(cpus_of(spec.request))
     start = time.time()
+    attempt = {"part": part, "node": socket.gethostname(), "pid": os.getpid(), "start": round(start, 3)}
+    log = task_log(Path(run_folder), spec)
     try:
         execute_unit(spec, run_folder, part)
         result: dict[str, Any] = {"status": "done"}
     except CapabilityError as err:          # not a failure: the threat model cannot serve it
         result = {"status": "not applicable", "reason": str(err)}
-    return {**result, "start": start, "end": time.time(), "node": socket.gethostname()}
+    except BaseException as err:
+        _log(log, {**attempt, "error": one_line(f"{type(err).__name__}: {err}")})
+        raise
+    _log(log, {**attempt, "seconds": round(time.time() - start, 3), "status": result["status"]})
+    return {**result, "start": start, "end": time.time(), "node": attempt["node"]}
+
+
+def task_log(run_folder: Path, unit: UnitSpec) -> Path:
+    """Where the tasks of ``unit`` log their attempts (one JSON line each: part, node,
+    pid, start, seconds or error), under ``RUN/ray/``."""
+    return run_folder / TASK_LOG_DIR / (unit.rel.replace("/", "__") + ".jsonl")
+
+
+def _log(path: Path, line: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def attempts(run_folder: Path, unit: UnitSpec) -> list[dict[str, Any]]:
+    """Every attempt logged for ``unit``'s tasks (oldest first)."""
+    path = task_log(run_folder, unit)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def ray_executor(*, address: str | None, workers: int | None) -> Callable[..., None]:
@@ -182,8 +210,9 @@ def _outcome(unit: UnitSpec, refs: list[Any], finals: dict[str, Any],
             if dep in finals and _failed(finals[dep]):
                 return {"status": "failed", "error": f"needs {by_id[dep].label!r}, which failed"}
         cause = getattr(err, "cause", None) or err
+        tries = sum("error" in a for a in attempts(Path(unit.out), unit))
         return {"status": "failed", "error": one_line(f"{type(cause).__name__}: {cause}"),
-                "attempts": MAX_RETRIES + 1}
+                **({"attempts": tries} if tries else {})}
     last = results[-1]
     if last["status"] == "not applicable":
         return {"status": "not applicable", "reason": last["reason"]}

@@ -4,7 +4,9 @@ one TOML config (``advseq run CONFIG.toml``), plus retraining loops.
 Every unit of work (a trained detector, an attack run, a retraining loop) is
 content-addressed — its folder name ends in a hash of its config, the data checksum
 and the seed — so finished units are reused by later runs and a killed run picks up
-where it stopped (an interrupted attack resumes from its records). ``index.json`` lists
+where it stopped (an interrupted attack resumes from its records). Units are plain data
+(:class:`~advseq.executors.units.UnitSpec`: settings, folders, the units they need), run
+by an executor (:mod:`advseq.executors`: local, or Ray tasks). ``index.json`` lists
 every unit with its status; ``advseq report`` reads it. The config is read and checked by
 :mod:`advseq.run_config`; names are labels, whose folders are safe slugs
 (:func:`~advseq.run_config.folder_name`: a plain name is its own folder).
@@ -20,6 +22,11 @@ Config (TOML)::
     ceiling_steps = 300
     # posts = [1, 2, 4, 8]        # K, the posts each attacker writes per user: one attack unit
     #                             # (and ceiling) per K; default 1
+    # shards = 4                  # each attack unit in 4 tasks by user (docs/cluster.md)
+
+    # [resources]                 # what each task asks a Ray cluster for (default 1 CPU)
+    # num_cpus = 1
+    # attack = { num_gpus = 1 }   # per unit kind: detector, ceiling, attack, retrain
 
     [[datasets]]
     name = "wiki"
@@ -38,6 +45,7 @@ Config (TOML)::
     params = {}
     # detectors = ["hlstm"]       # only against these (default: every detector)
     # posts = [1, 4]              # this attack's K values (default: the run's)
+    # shards = 8                  # this attack's shards (default: the run's)
 
     [[retrain]]
     detector = "hlstm"            # a label from [[detectors]]

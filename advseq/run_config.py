@@ -46,8 +46,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 SEED_RULE = Int(0, INT_MAX)
 MAX_SHARDS = 4096   #: the most tasks one attack unit is split into (``shards``)
-#: a task's request when the config asks for nothing: one CPU, no GPU
-DEFAULT_REQUEST = {"num_cpus": 1.0, "num_gpus": 0.0}
+DEFAULT_REQUEST = {"num_cpus": 1.0, "num_gpus": 0.0}   #: a task's request when none is given
 
 
 class PostCounts(Rule):
@@ -94,8 +93,7 @@ ATTACK_KEYS: dict[str, Rule] = {
 RETRAIN_KEYS: dict[str, Rule] = {"detector": Text(empty=True), "attack": Text(empty=True),
                                  "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table(),
                                  "posts": Int(1, MAX_POSTS)}
-#: what one task of a cluster executor asks for (``[resources]``, run-wide or per unit kind)
-RESOURCE_KINDS = ("detector", "ceiling", "attack", "retrain")
+RESOURCE_KINDS = ("detector", "ceiling", "attack", "retrain")   #: [resources] tables per unit kind
 REQUEST_KEYS: dict[str, Rule] = {"num_cpus": Float(0, 4096), "num_gpus": Float(0, 64)}
 RESOURCE_KEYS: dict[str, Rule] = {**REQUEST_KEYS, **{k: Table() for k in RESOURCE_KINDS}}
 #: top-level tables: name -> (is an array of tables, its keys)
@@ -195,11 +193,9 @@ class RunConfig:
         return atk.shards or self.shards
 
     def request(self, kind: str) -> dict[str, float]:
-        """What one task of a unit of ``kind`` asks a cluster for: the kind's table over the
-        run-wide values over one CPU and no GPU."""
+        """A ``kind`` unit's task request: its kind's table, the run-wide values, 1 CPU."""
         top = {k: float(v) for k, v in self.resources.items() if k in REQUEST_KEYS}
-        own = {k: float(v) for k, v in self.resources.get(kind, {}).items()}
-        return {**DEFAULT_REQUEST, **top, **own}
+        return {**DEFAULT_REQUEST, **top, **{k: float(v) for k, v in self.resources.get(kind, {}).items()}}
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (run.json, index.json); a ``posts`` at its default
@@ -216,8 +212,7 @@ class RunConfig:
         return conv(self)
 
 
-#: fields left out of the config record at their defaults, so configs that do not use them
-#: keep the record (run.json, index.json) they had before the fields existed
+#: left out of the config record at their defaults (older configs keep their run.json)
 _QUIET_FIELDS = ("posts", "shards", "resources")
 
 
@@ -472,17 +467,13 @@ def _attack(r: ConfigReader, raw: dict[str, Any], i: int, seed: int) -> AttackCf
 
 
 def _resources(r: ConfigReader, raw: dict[str, Any]) -> dict[str, Any]:
-    """``[resources]``: ``num_cpus``/``num_gpus`` for every task, and per unit kind
-    (``attack = { num_gpus = 1 }``)."""
+    """``[resources]``: ``num_cpus``/``num_gpus`` for every task and per unit kind."""
     res = r.table(raw, "resources")
-    for kind in RESOURCE_KINDS:
-        for key, value in res.get(kind, {}).items():
-            rule = REQUEST_KEYS.get(key)
-            if rule is None:
-                r.fail("resources", None, f"{kind}.{key}", f"unknown key (known: {', '.join(REQUEST_KEYS)})")
-            bad = rule.problem(value)
-            if bad:
-                r.fail("resources", None, f"{kind}.{key}", bad)
+    for kind, key, value in [(k, n, v) for k in RESOURCE_KINDS for n, v in res.get(k, {}).items()]:
+        rule = REQUEST_KEYS.get(key)
+        bad = f"unknown key (known: {', '.join(REQUEST_KEYS)})" if rule is None else rule.problem(value)
+        if bad:
+            r.fail("resources", None, f"{kind}.{key}", bad)
     return {k: dict(v) if isinstance(v, dict) else v for k, v in res.items()}
 
 

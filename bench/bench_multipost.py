@@ -5,12 +5,14 @@ transfer, next to the K-post ceiling. Writes bench/results/multipost-<dataset>.{
     python bench/bench_multipost.py --dataset pan19-bots-en --detector cnn
     python bench/bench_multipost.py --attacks hotflip petgen --modes white-box --posts 8
     python bench/bench_multipost.py --ceiling 1 2 4          # add the K-post ceilings
+    python bench/bench_multipost.py --cost hotflip petgen    # and their K = 1 runs (cost ratio)
 
 Each row is one `advseq attack --posts K` run folder under --work (reused when it holds a
 summary, resumed when it was killed); a K run gives evasion after every k <= K, because
 the sequential strategy writes post k the same way whatever K is. The deployed detector
 and the transfer surrogate (the same detector type, trained with seed 1000) are trained
-once into --work. Speed is measured here, never in a test.
+once into --work. TextBugger has no gradient: it runs once, in score mode (200 queries).
+Speed is measured here, never in a test.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from bench_attacks import fmt  # bench/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-ATTACKS = ["copycat", "hotflip", "unitrigger", "lm-generic", "malcom", "petgen"]
+ATTACKS = ["copycat", "hotflip", "unitrigger", "textbugger", "lm-generic", "malcom", "petgen"]
+#: attacks with no gradient: they run once, in score mode with this query budget, whatever --modes says
+SCORE_ONLY = {"textbugger": 200}
 QUALITY = ["bleu_2", "perplexity_judge", "perplexity_ref", "topic_sim_context", "copy_exact"]
 
 
@@ -60,15 +64,19 @@ def run_rows(args: argparse.Namespace, work: Path) -> list[dict]:
     surrogate = _trained(data, args.detector, work / "surrogate", 1000) if "transfer" in args.modes else None
     rows = []
     for atk in args.attacks:
-        for mode in args.modes:
-            out = work / f"{atk}-{mode}-k{args.posts}"
-            if not (out / "summary.json").exists():
-                extra = ["--surrogate", str(surrogate)] if mode == "transfer" else []
-                _advseq("attack", str(data), "-d", str(deployed), "-a", atk, "--mode", mode,
-                        "--posts", str(args.posts), "-o", str(out), "--resume",
-                        *(["--no-quality"] if args.no_quality else []), *extra,
-                        log=out.with_suffix(".log"))
-            rows.append(row(out))
+        modes = ["score"] if atk in SCORE_ONLY else args.modes
+        for mode in modes:
+            for K in sorted({args.posts, *([1] if atk in args.cost else [])}):
+                out = work / f"{atk}-{mode}-k{K}"
+                if not (out / "summary.json").exists():
+                    extra = ["--surrogate", str(surrogate)] if mode == "transfer" else []
+                    if atk in SCORE_ONLY:
+                        extra += ["--budget", str(SCORE_ONLY[atk])]
+                    _advseq("attack", str(data), "-d", str(deployed), "-a", atk, "--mode", mode,
+                            "--posts", str(K), "-o", str(out), "--resume",
+                            *(["--no-quality"] if args.no_quality else []), *extra,
+                            log=out.with_suffix(".log"))
+                rows.append(row(out))
     return rows
 
 
@@ -80,6 +88,7 @@ def row(out: Path) -> dict:
             "posts_to_evade_median": s.get("posts_to_evade_median"),
             "not_in_K": (s.get("posts_to_evade_hist") or {}).get("none"),
             "queries_mean": s.get("queries_mean"), "distinct_violations": s.get("distinct_violations"),
+            "copy_near": q.get("copy_near"),
             "attack_seconds": s.get("attack_seconds"), "prepare_seconds": s.get("prepare_seconds"),
             **{k: q.get(k) for k in QUALITY}, "n_eligible": s["n_eligible"]}
 
@@ -111,13 +120,17 @@ def render(args: argparse.Namespace, rows: list[dict], ceil: list[dict]) -> str:
         lines += [f"| {c['posts']} | {fmt(c['relaxed_rate'])} | {fmt(c['token_rate'])} | "
                   f"{fmt(c['seconds'])} |" for c in ceil]
         lines.append("")
-    head = ["attack", "mode", *[f"k={k}" for k in ks], "median posts", "not in K", "queries",
-            *QUALITY, "attack s"]
+    head = ["attack", "mode", "K", *[f"k={k}" for k in ks], "median posts", "not in K", "queries",
+            *QUALITY, "near copies", "not distinct", "attack s", "× K=1 time"]
+    one_post = {(r["attack"], r["mode"]): r["attack_seconds"] for r in rows if r["posts"] == 1}
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         by_k = [r["evasion_by_k"][k - 1] if k <= len(r["evasion_by_k"]) else None for k in ks]
-        cells = [r["attack"], r["mode"], *by_k, r["posts_to_evade_median"], r["not_in_K"],
-                 r["queries_mean"], *[r[q] for q in QUALITY], r["attack_seconds"]]
+        base = one_post.get((r["attack"], r["mode"])) if r["posts"] > 1 else None
+        ratio = r["attack_seconds"] / base if base and r["attack_seconds"] is not None else None
+        cells = [r["attack"], r["mode"], r["posts"], *by_k, r["posts_to_evade_median"], r["not_in_K"],
+                 r["queries_mean"], *[r[q] for q in QUALITY], r["copy_near"], r["distinct_violations"],
+                 r["attack_seconds"], ratio]
         lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -131,6 +144,8 @@ def main() -> int:
     ap.add_argument("--posts", type=int, default=4)
     ap.add_argument("--ceiling", type=int, nargs="*", default=[], help="K values of the ceiling")
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--cost", nargs="*", default=[], metavar="ATTACK",
+                    help="also run these attacks at K = 1: the table gives K's attack time as a multiple of it")
     ap.add_argument("--work", default=None, help="folder of the runs (default runs/bench-multipost-DATASET)")
     args = ap.parse_args()
     work = Path(args.work or REPO / "runs" / f"bench-multipost-{args.dataset}")

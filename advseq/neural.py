@@ -18,11 +18,10 @@ recent post is always in the last slot, each cut to ``max_tokens`` tokens.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from advseq import history_cache
 from advseq.config import SEED, Bool, Choice, Device, Float, Int
 from advseq.detector import Detector, SoftPostDetector
 from advseq.errors import ConfigError
-from advseq.schema import Dataset, Post, User
+from advseq.history_cache import HistoryCache, weights_key
+from advseq.post_tensors import (  # re-exported: detectors import them from here
+    PostBatch,
+    PostEncoderCache,
+    appended_deltas,
+    tensorize,
+    time_deltas,
+)
+from advseq.schema import Dataset, User
 from advseq.storage import (
     VOCAB_FILE,
     WEIGHTS_FILE,
@@ -45,101 +53,8 @@ from advseq.storage import (
 )
 from advseq.text import SPECIALS, Tokenizer, Vocabulary
 
-
-@dataclass
-class PostBatch:
-    """Tensors for B users: ``ids [B,P,T]``, ``lengths [B,P]`` (0 = empty slot),
-    ``mask [B,P]``, ``dt [B,P]`` (log1p minutes since the previous post, 0 if unknown),
-    ``labels [B]``."""
-
-    ids: torch.Tensor
-    lengths: torch.Tensor
-    mask: torch.Tensor
-    dt: torch.Tensor
-    labels: torch.Tensor
-
-    def to(self, device: torch.device) -> PostBatch:
-        return PostBatch(*(t.to(device) for t in (self.ids, self.lengths, self.mask, self.dt, self.labels)))
-
-    def index(self, idx: torch.Tensor) -> PostBatch:
-        return PostBatch(self.ids[idx], self.lengths[idx], self.mask[idx], self.dt[idx], self.labels[idx])
-
-
-class PostEncoderCache:
-    """Token ids per post text, cached: attacks re-score users whose history is unchanged."""
-
-    def __init__(self, vocab: Vocabulary, max_tokens: int, max_entries: int = 500_000) -> None:
-        self.vocab = vocab
-        self.max_tokens = max_tokens
-        self.max_entries = max_entries
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __call__(self, text: str) -> np.ndarray:
-        ids = self._cache.get(text)
-        if ids is None:
-            ids = np.asarray(self.vocab.encode(text, max_len=self.max_tokens) or [self.vocab.unk_id],
-                             dtype=np.int64)
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[text] = ids
-        return ids
-
-
-def time_deltas(user: User) -> np.ndarray:
-    """log1p(minutes since the previous post) per post; 0 where timestamps are missing."""
-    ts = [p.timestamp for p in user.posts]
-    out = np.zeros(len(ts), dtype=np.float32)
-    for i in range(1, len(ts)):
-        a, b = ts[i - 1], ts[i]
-        if a is not None and b is not None:
-            out[i] = math.log1p(max(0.0, b - a) / 60.0)
-    return out
-
-
-def appended_deltas(history: User, k: int) -> np.ndarray:
-    """:func:`time_deltas` of ``k`` posts appended to ``history`` the way an attack writes
-    them (:class:`advseq.attack.AttackSpec`: the first at the last post's time plus the
-    user's median gap, each next one a median gap later), shape ``[k]``."""
-    from advseq.attack import _next_timestamp  # the one rule for a written post's time
-
-    first = _next_timestamp(history.posts, None)
-    if first is None:
-        return np.zeros(k, dtype=np.float32)
-    last = next(p.timestamp for p in reversed(history.posts) if p.timestamp is not None)
-    gap = first - last
-    written = tuple(Post("", None, first + j * gap, None) for j in range(k))
-    return time_deltas(history.with_posts((*history.posts, *written)))[-k:]
-
-
-def tensorize(users: Sequence[User], encode: PostEncoderCache, max_posts: int, *,
-              reserve: int = 0) -> PostBatch:
-    """Left-padded tensors for ``users``. With ``reserve`` = K new posts, the last
-    R = min(K, ``max_posts``) slots are left empty for the ones the detector reads, only
-    ``max_posts - R`` history posts are kept (as when K real posts are appended), and the
-    empty slots' ``dt`` is theirs in :func:`appended_deltas`."""
-    B, P, T = len(users), max_posts, encode.max_tokens
-    if reserve < 0:
-        raise ConfigError(f"reserve must be >= 0 new posts, got {reserve}")
-    ids = np.zeros((B, P, T), dtype=np.int64)
-    lengths = np.zeros((B, P), dtype=np.int64)
-    dt = np.zeros((B, P), dtype=np.float32)
-    R = min(reserve, P)
-    keep = end = P - R
-    for b, u in enumerate(users):
-        posts = u.posts[-keep:] if keep > 0 else ()
-        deltas = time_deltas(u)[-keep:] if keep > 0 else ()
-        start = end - len(posts)
-        for j, (post, d) in enumerate(zip(posts, deltas, strict=True)):
-            tok = encode(post.text)
-            ids[b, start + j, : len(tok)] = tok
-            lengths[b, start + j] = len(tok)
-            dt[b, start + j] = d
-        if reserve:
-            dt[b, end:] = appended_deltas(u, reserve)[reserve - R:]
-    labels = np.array([u.label for u in users], dtype=np.float32)
-    lengths_t = torch.from_numpy(lengths)
-    return PostBatch(torch.from_numpy(ids), lengths_t, lengths_t > 0, torch.from_numpy(dt),
-                     torch.from_numpy(labels))
+__all__ = ["NeuralDetector", "PostBatch", "PostEncoderCache", "SequenceModule", "TorchDetector",
+           "appended_deltas", "length_mask", "masked_mean", "tensorize", "time_deltas"]
 
 
 class SequenceModule(nn.Module):
@@ -429,38 +344,91 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         self.vocab_ = read_vocabulary(path / VOCAB_FILE)
         self._encode = PostEncoderCache(self.vocab_, self.max_tokens)
 
+    # ---- queries on a history and new posts (attacks) ----------------------------------
+    def _query_cache(self) -> HistoryCache | None:
+        """This detector's :class:`~advseq.history_cache.HistoryCache` when one may serve
+        (switched on, frozen weights), rebuilt when the weights changed; else None."""
+        key = weights_key(self.module_) if history_cache.enabled() else None
+        if key is None:
+            return None
+        cache = self.__dict__.get("_history_cache")
+        if cache is None or cache.module is not self.module_ or cache.key != key:
+            cache = self._history_cache = HistoryCache(self.module_, self._encode, self.max_posts)
+        return cache
+
+    def query_proba(self, users: Sequence[User]) -> np.ndarray:
+        """:meth:`predict_proba` for an attack's score queries: the same scores, each post's
+        vector taken from the history cache where it was encoded before."""
+        self._check_fitted()
+        self.module_.eval()
+        cache = self._query_cache()
+        if cache is None or not users:
+            return self.predict_proba(users)
+        with torch.no_grad():
+            out = [self.module_.classify(*cache.users(users[s:s + 256])) for s in range(0, len(users), 256)]
+        return torch.sigmoid(torch.cat(out)).cpu().double().numpy()
+
     def soft_post_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
                          lengths: torch.Tensor) -> torch.Tensor:
         """See :meth:`advseq.detector.SoftPostDetector.soft_post_logits`. K soft posts take
         the last K slots; where K exceeds ``max_posts`` only the last ``max_posts`` are
         read, exactly as for K real posts."""
         self._check_fitted()
-        B, V = len(histories), len(self.vocab_)
-        if soft_post.dim() == 3:                      # one post: [B, T, V], lengths [B]
-            soft_post, lengths = soft_post.unsqueeze(1), lengths.unsqueeze(1)
-        elif soft_post.dim() != 4:
-            raise ConfigError(f"soft_post must be [B={B}, T, V={V}] or [B={B}, K, T, V={V}], "
-                              f"got {list(soft_post.shape)}")
-        if soft_post.shape[0] != B or soft_post.shape[-1] != V or soft_post.shape[1] < 1 \
-                or tuple(lengths.shape) != tuple(soft_post.shape[:2]):
-            raise ConfigError(f"soft_post must be [B={B}, T, V={V}] with lengths [B] or "
-                              f"[B={B}, K, T, V={V}] with lengths [B, K], got {list(soft_post.shape)} "
-                              f"and lengths {list(lengths.shape)}")
-        device = self.torch_device
-        K, T = soft_post.shape[1], soft_post.shape[2]
+        soft_post, lengths = _posts_form(len(histories), soft_post, lengths, len(self.vocab_), "soft_post")
+        B, K, T, V = soft_post.shape
         R = min(K, self.max_posts)                    # the slots the detector reads
-        batch = self.tensorize(histories, reserve=K).to(device)
+        soft = soft_post[:, K - R:].to(self.torch_device).reshape(B * R, T, V)
+        return self._appended_logits(histories, self.module_.embed_soft(soft), lengths, K)
+
+    def token_post_logits(self, histories: Sequence[User], ids: torch.Tensor,
+                          lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`soft_post_logits` of the one-hot posts of token ids ``ids`` (``[B, T]``
+        with lengths ``[B]``, or ``[B, K, T]`` with ``[B, K]``) without building the
+        ``[..., V]`` matrix: the exact score of those tokens as real posts."""
+        self._check_fitted()
+        ids, lengths = _posts_form(len(histories), ids, lengths, None, "ids")
+        B, K, T = ids.shape
+        R = min(K, self.max_posts)
+        flat = ids[:, K - R:].to(self.torch_device).reshape(B * R, T)
+        return self._appended_logits(histories, self.module_.embed_ids(flat), lengths, K)
+
+    def _appended_logits(self, histories: Sequence[User], emb: torch.Tensor, lengths: torch.Tensor,
+                         K: int) -> torch.Tensor:
+        """Logits with the embedded new posts ``emb`` (``[B * R, T, E]``, the R read slots
+        of K; ``lengths`` ``[B, K]``) after each history."""
+        B, P, T = len(histories), self.max_posts, emb.shape[1]
+        R = min(K, P)
         self.module_.eval()
-        lengths = lengths[:, K - R:].to(device).clamp(min=1, max=T)
-        soft = soft_post[:, K - R:].to(device).reshape(B * R, T, V)
-        new = self.module_.encode_posts(self.module_.embed_soft(soft), lengths.reshape(-1)).view(B, R, -1)
-        P = self.max_posts
-        if batch.mask.any():
-            post_vecs = torch.cat([self.module_.post_vectors(batch)[:, :P - R], new], dim=1)
-        else:                                         # no history post in the window
-            post_vecs = torch.cat([new.new_zeros(B, P - R, new.shape[-1]), new], dim=1)
+        lengths = lengths[:, K - R:].to(self.torch_device).clamp(min=1, max=T)
+        new = self.module_.encode_posts(emb, lengths.reshape(-1)).view(B, R, -1)
+        cache = self._query_cache()
+        if cache is not None:
+            old, batch = cache.windows(histories, K)
+        else:
+            batch = self.tensorize(histories, reserve=K).to(self.torch_device)
+            old = self.module_.post_vectors(batch)[:, :P - R] if batch.mask.any() else \
+                new.new_zeros(B, P - R, new.shape[-1])      # no history post in the window
+        post_vecs = torch.cat([old.to(new.dtype), new], dim=1)
         mask = batch.mask.clone()
         mask[:, P - R:] = True
         lens = batch.lengths.clone()
         lens[:, P - R:] = lengths
         return self.module_.classify(post_vecs, replace(batch, mask=mask, lengths=lens))
+
+
+def _posts_form(B: int, posts: torch.Tensor, lengths: torch.Tensor, V: int | None,
+                what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``posts`` as K posts per user (``[B, K, T(, V)]``, lengths ``[B, K]``), from one post
+    (``[B, T(, V)]``, lengths ``[B]``) or K; a wrong shape is a :class:`ConfigError`."""
+    one, many = (3, 4) if V is not None else (2, 3)
+    tail = f", V={V}" if V is not None else ""
+    if posts.dim() == one:                            # one post per user
+        posts, lengths = posts.unsqueeze(1), lengths.unsqueeze(1)
+    elif posts.dim() != many:
+        raise ConfigError(f"{what} must be [B={B}, T{tail}] or [B={B}, K, T{tail}], got {list(posts.shape)}")
+    if posts.shape[0] != B or (V is not None and posts.shape[-1] != V) or posts.shape[1] < 1 \
+            or tuple(lengths.shape) != tuple(posts.shape[:2]):
+        raise ConfigError(f"{what} must be [B={B}, T{tail}] with lengths [B] or "
+                          f"[B={B}, K, T{tail}] with lengths [B, K], got {list(posts.shape)} "
+                          f"and lengths {list(lengths.shape)}")
+    return posts, lengths

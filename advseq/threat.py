@@ -159,13 +159,18 @@ class ThreatModel:
         """The detector's decision (1 = malicious) per user; one query each."""
         self.require({"label"})
         self._charge(users)
-        return (self._detector.predict_proba(users) >= self.threshold).astype("int64")
+        return (self._proba(users) >= self.threshold).astype("int64")
 
     def score(self, users: Sequence[User]) -> np.ndarray:
         """P(malicious) per user; one query each."""
         self.require({"score"}, "a score query")
         self._charge(users)
-        return self._detector.predict_proba(users)
+        return self._proba(users)
+
+    def _proba(self, users: Sequence[User]) -> np.ndarray:
+        # A detector's ``query_proba`` (where it has one) is its predict_proba through the
+        # caches an attack's repeated queries on one history hit (advseq.history_cache).
+        return getattr(self._detector, "query_proba", self._detector.predict_proba)(users)
 
     def soft_logits(self, histories: Sequence[User], soft_post: torch.Tensor,
                     lengths: torch.Tensor) -> torch.Tensor:
@@ -175,6 +180,23 @@ class ThreatModel:
         self.require({"gradient"}, "a gradient query")
         self._charge(histories)
         return self._detector.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
+
+    def token_logits(self, histories: Sequence[User], ids: torch.Tensor,
+                     lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`soft_logits` of the one-hot posts of token ids (``[B, T]`` with lengths
+        ``[B]``, or ``[B, K, T]`` with ``[B, K]``): the exact score of those tokens written
+        as real posts, without the ``[..., V]`` matrix where the detector has a token path
+        (``token_post_logits``); one query per user, white-box only (the ids are the
+        detector's vocabulary)."""
+        self.require({"gradient"}, "a token-id query")
+        self._charge(histories)
+        det = self._detector
+        if hasattr(det, "token_post_logits"):
+            return det.token_post_logits(histories, ids, lengths)  # type: ignore[attr-defined]
+        from advseq.post_tensors import one_hot_ids
+
+        return det.soft_post_logits(histories, one_hot_ids(ids, lengths, len(self.vocab)),  # type: ignore[attr-defined]
+                                    lengths)
 
     def gradient(self, histories: Sequence[User], soft_post: torch.Tensor, lengths: torch.Tensor,
                  target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from advseq.attack import AttackOutput, AttackTask
+from advseq.post_tensors import one_hot_ids
 from advseq.schema import User
 from advseq.text import SPECIALS, Tokenizer, Vocabulary
 from advseq.threat import ThreatModel
@@ -46,13 +47,16 @@ def encode_post(text: str, vocab: Vocabulary, max_tokens: int) -> TokenPost:
     return TokenPost(ids, raw)
 
 
+def id_matrix(batch: Sequence[Sequence[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, length]`` token ids (0 past a post's end) and lengths ``[N]``."""
+    ids = torch.tensor([[*seq, *[0] * (length - len(seq))] for seq in batch], dtype=torch.long)
+    return ids.view(len(batch), length), torch.tensor([len(seq) for seq in batch], dtype=torch.long)
+
+
 def one_hot(batch: Sequence[Sequence[int]], vocab_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, length, V]`` one-hot matrix and lengths ``[N]`` (rows past a post's end are 0)."""
-    x = torch.zeros(len(batch), length, vocab_size)
-    lengths = torch.tensor([len(ids) for ids in batch], dtype=torch.long)
-    for n, ids in enumerate(batch):
-        x[n, torch.arange(len(ids)), torch.as_tensor(list(ids), dtype=torch.long)] = 1.0
-    return x, lengths
+    ids, lengths = id_matrix(batch, length)
+    return one_hot_ids(ids, lengths, vocab_size), lengths
 
 
 def forbidden_mask(vocab: Vocabulary) -> torch.Tensor:
@@ -65,13 +69,13 @@ def forbidden_mask(vocab: Vocabulary) -> torch.Tensor:
 @torch.no_grad()
 def exact_scores(threat: ThreatModel, histories: Sequence[User], batch: Sequence[Sequence[int]],
                  chunk: int = 64) -> np.ndarray:
-    """P(malicious) for each (history, id sequence) pair; one query per pair."""
-    V = len(threat.vocab)
+    """P(malicious) for each (history, id sequence) pair; one query per pair (the one-hot
+    soft post's score, through the detector's token path)."""
     out = []
     for s in range(0, len(batch), chunk):
         part = batch[s:s + chunk]
-        x, lengths = one_hot(part, V, max(len(p) for p in part))
-        out.append(torch.sigmoid(threat.soft_logits(histories[s:s + chunk], x, lengths)).cpu().numpy())
+        ids, lengths = id_matrix(part, max(len(p) for p in part))
+        out.append(torch.sigmoid(threat.token_logits(histories[s:s + chunk], ids, lengths)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -90,6 +94,7 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
     V = len(vocab)
     forbidden = forbidden_mask(vocab)
     targets = np.array([t.target for t in tasks], dtype=np.float64)
+    allow = _stacked(allowed, max(len(p.ids) for p in posts), V) if allowed is not None and posts else None
     # Each beam: (ids tuple, changed positions tuple, loss, prob)
     p0 = exact_scores(threat, [t.history for t in tasks], [p.ids for p in posts])
     beams = [[(tuple(p.ids), (), float(losses_from_probs(p0[u:u + 1], targets[u:u + 1])[0]), float(p0[u]))]
@@ -109,20 +114,23 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
         delta = grad - cur                                      # first-order change per flip
         delta[:, :, forbidden] = float("inf")
         delta[x.bool()] = float("inf")                          # no-op flips
-        for n, (u, b) in enumerate(flat):
-            delta[n, len(b[0]):] = float("inf")
-            if allowed is not None:
-                block = delta[n, : len(b[0])]
-                block[~allowed[u][: len(b[0])].to(block.device)] = float("inf")
-            if b[1]:
-                delta[n, list(b[1])] = float("inf")              # each position once
+        T = x.shape[1]
+        if allow is not None:                                   # tokens the caller allows
+            rows = torch.tensor([u for u, _ in flat], device=allow.device)
+            delta.masked_fill_(~allow.index_select(0, rows)[:, :T].to(delta.device), float("inf"))
+        blocked = torch.arange(T)[None, :] >= lengths[:, None]  # beyond a post's end
+        done_at = [(n, pos) for n, (_, b) in enumerate(flat) for pos in b[1]]
+        if done_at:
+            blocked[tuple(torch.tensor(done_at).T)] = True      # each position once
+        delta[blocked.to(delta.device)] = float("inf")
         k = min(candidates, delta[0].numel())
-        top = torch.topk(-delta.reshape(len(flat), -1), k, dim=1).indices
+        best = torch.topk(-delta.reshape(len(flat), -1), k, dim=1)
+        top, finite = best.indices.tolist(), torch.isfinite(best.values).tolist()
         cand_users, cand_hist, cand_ids, cand_changed = [], [], [], []
         for n, (u, b) in enumerate(flat):
-            for flat_idx in top[n].tolist():
+            for flat_idx, ok in zip(top[n], finite[n], strict=True):
                 pos, tok = divmod(flat_idx, V)
-                if not torch.isfinite(delta[n, pos, tok]):
+                if not ok:
                     continue
                 ids = list(b[0])
                 ids[pos] = tok
@@ -152,6 +160,15 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
         outputs.append(AttackOutput(flipped.text(threat.vocab, changed), status[u],
                                     {"flips": len(changed), "surrogate_prob": round(prob, 6)}))
     return outputs
+
+
+def _stacked(allowed: Sequence[torch.Tensor], length: int, vocab_size: int) -> torch.Tensor:
+    """``allowed`` (``[T_u, V]`` per post) as one ``[U, length, V]`` tensor, True past
+    each post's end (those positions are blocked anyway)."""
+    out = torch.ones(len(allowed), length, vocab_size, dtype=torch.bool)
+    for u, mask in enumerate(allowed):
+        out[u, : mask.shape[0]] = mask[:length].cpu()
+    return out
 
 
 def _reached(prob: float, target: float) -> bool:
@@ -192,7 +209,6 @@ def exact_slot_scores(threat: ThreatModel, histories: Sequence[User],
     """P(malicious) for each (history, K id sequences) pair, the K posts written after
     the history in order; one query per pair. Chunks hold about ``cells`` token rows, so a
     chunk's one-hot matrix stays the size of 64 one-post rows whatever K is."""
-    V = len(threat.vocab)
     out = []
     s = 0
     while s < len(batch):
@@ -200,8 +216,9 @@ def exact_slot_scores(threat: ThreatModel, histories: Sequence[User],
         T = max(len(ids) for row in batch[s:s + 64] for ids in row)
         n = max(1, min(64, cells // max(1, K * T)))
         part = batch[s:s + n]
-        x, lengths = one_hot_slots(part, V, max(len(ids) for row in part for ids in row))
-        out.append(torch.sigmoid(threat.soft_logits(histories[s:s + n], x, lengths)).cpu().numpy())
+        ids, lengths = id_matrix([ids for row in part for ids in row], max(len(ids) for row in part for ids in row))
+        ids, lengths = ids.view(len(part), K, -1), lengths.view(len(part), K)
+        out.append(torch.sigmoid(threat.token_logits(histories[s:s + n], ids, lengths)).cpu().numpy())
         s += n
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -246,21 +263,21 @@ def joint_search(tasks: Sequence[AttackTask], beams: list[list[Beam]], words: Se
         delta = grad - (grad * x).sum(-1, keepdim=True)          # first-order change per flip
         delta[..., forbidden] = float("inf")
         delta[x.bool()] = float("inf")                           # no-op flips
-        past = torch.arange(T)[None, None, :] >= lengths[:, :, None]
-        delta[past] = float("inf")                               # beyond a post's end
-        for n, (_, b) in enumerate(flat):
-            for k, ch in enumerate(b[1]):
-                if ch:
-                    delta[n, k, list(ch)] = float("inf")         # each position once
+        past = torch.arange(T)[None, None, :] >= lengths[:, :, None]   # beyond a post's end
+        done_at = [(n, k, pos) for n, (_, b) in enumerate(flat) for k, ch in enumerate(b[1]) for pos in ch]
+        if done_at:
+            past[tuple(torch.tensor(done_at).T)] = True          # each position once
+        delta[past] = float("inf")
         K = x.shape[1]
-        top = torch.topk(-delta.reshape(len(flat), -1), min(candidates, K * T * V), dim=1).indices
+        best = torch.topk(-delta.reshape(len(flat), -1), min(candidates, K * T * V), dim=1)
+        top, finite = best.indices.tolist(), torch.isfinite(best.values).tolist()
         cand_users, cand_ids, cand_changed = [], [], []
         for n, (u, b) in enumerate(flat):
             texts = slot_texts(b, words[u], vocab)
-            for flat_idx in top[n].tolist():
+            for flat_idx, ok in zip(top[n], finite[n], strict=True):
                 k, rest = divmod(flat_idx, T * V)
                 pos, tok = divmod(rest, V)
-                if not torch.isfinite(delta[n, k, pos, tok]):
+                if not ok:
                     continue
                 ids = list(b[0][k])
                 ids[pos] = tok

@@ -143,7 +143,16 @@ class EnsembleDetector(Detector):
 
     def predict_proba(self, users: Sequence[User]) -> np.ndarray:
         self._require_fitted()
-        each = np.array([_logit(m.predict_proba(users)) for m in self.members_])
+        return self._combined([m.predict_proba(users) for m in self.members_])
+
+    def query_proba(self, users: Sequence[User]) -> np.ndarray:
+        """:meth:`predict_proba` through each member's ``query_proba`` where it has one
+        (its history cache: :meth:`advseq.neural.NeuralDetector.query_proba`)."""
+        self._require_fitted()
+        return self._combined([getattr(m, "query_proba", m.predict_proba)(users) for m in self.members_])
+
+    def _combined(self, probs: list[np.ndarray]) -> np.ndarray:
+        each = np.array([_logit(p) for p in probs])
         logits = each.max(axis=0) if self.combine == "max" else each.mean(axis=0)
         return 1.0 / (1.0 + np.exp(-logits))
 
@@ -158,6 +167,27 @@ class EnsembleDetector(Detector):
         # [B, T, V] or [B, K, T, V]: every member reads the shape itself (one vocabulary).
         each = torch.stack([m.soft_post_logits(histories, soft_post, lengths)  # type: ignore[attr-defined]
                             for m in self.members_])
+        return each.amax(dim=0) if self.combine == "max" else each.mean(dim=0)
+
+    def token_post_logits(self, histories: Sequence[User], ids: torch.Tensor,
+                          lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`soft_post_logits` of one-hot posts given as token ids (``[B, T]`` or
+        ``[B, K, T]``), each member scoring them through its own token path."""
+        self._require_fitted()
+        if "gradient" not in self.capabilities:
+            raise ConfigError(f"ensemble of {self.member!r}: its members offer no soft-post gradient "
+                              "with one shared vocabulary")
+        import torch
+
+        from advseq.post_tensors import one_hot_ids
+
+        def member(m: Detector) -> torch.Tensor:
+            if hasattr(m, "token_post_logits"):
+                return m.token_post_logits(histories, ids, lengths)
+            return m.soft_post_logits(histories, one_hot_ids(ids, lengths, len(self.vocab_)),  # type: ignore[attr-defined]
+                                      lengths)
+
+        each = torch.stack([member(m) for m in self.members_])
         return each.amax(dim=0) if self.combine == "max" else each.mean(dim=0)
 
     def _state_arrays(self) -> list[np.ndarray]:

@@ -1,0 +1,234 @@
+"""The history cache (advseq.history_cache): queries on a history and new posts give the
+logits, gradients and scores of encoding the whole window again, for every soft-token
+detector, one or K posts, append and replace-last, windows that shift; it never serves
+stale vectors (a changed history, changed weights) and stays bounded."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from advseq import history_cache
+from advseq.attack import AttackSpec, create_attack
+from advseq.detector import CallableDetector, create_detector
+from advseq.history_cache import HistoryCache
+from advseq.neural import tensorize
+from advseq.schema import Dataset, Post, User
+from advseq.threat import ThreatModel
+from advseq.token_search import encode_post, exact_scores, hotflip_search, id_matrix, one_hot
+
+COMMON = {"max_posts": 5, "max_tokens": 8, "epochs": 1, "batch_size": 8, "min_freq": 1, "valid_size": 0.0}
+SMALL = {
+    "hlstm": {"emb_dim": 12, "post_hidden": 10, "seq_hidden": 6, **COMMON},
+    "cnn": {"emb_dim": 12, "filters": 6, "widths": [2, 3], "seq_hidden": 6, **COMMON},
+    "ties": {"emb_dim": 12, "hidden": 10, **COMMON},
+    "transformer": {"d_model": 12, "heads": 2, **COMMON},
+}
+KINDS = [*SMALL, "ensemble"]
+WORDS = ["buy", "now", "cheap", "deal", "thanks", "for", "the", "edit", "hello", "there", "item", "page",
+         "revert", "vandal", "source"]
+
+
+def random_user(rng: random.Random, uid: str, n_posts: int) -> User:
+    t = rng.uniform(0, 1e6)
+    posts = []
+    for _ in range(n_posts):
+        t += rng.choice([30.0, 600.0, 86_400.0 * rng.random()])
+        text = " ".join(rng.choice([*WORDS, "zzunseen"]) for _ in range(rng.randint(1, 11)))
+        posts.append(Post(text, "page", None if rng.random() < 0.1 else t, None))
+    return User(uid, rng.randint(0, 1), tuple(posts))
+
+
+@pytest.fixture(scope="module")
+def detectors() -> dict:
+    rng = random.Random(0)
+    train = Dataset([random_user(rng, f"t{i}", rng.randint(2, 7)) for i in range(24)], name="train")
+    train.users[0] = User("t0", 0, train.users[0].posts)
+    train.users[1] = User("t1", 1, train.users[1].posts)
+    dets = {name: create_detector(name, seed=0, **p).fit(train.users, progress=False) for name, p in SMALL.items()}
+    dets["ensemble"] = create_detector("ensemble", member="cnn", size=2, member_params=SMALL["cnn"]).fit(
+        train.users, progress=False)
+    return dets
+
+
+@pytest.fixture(scope="module")
+def histories() -> list[User]:
+    """30 histories from 0 to 12 posts: shorter than, as long as and longer than the window."""
+    rng = random.Random(1)
+    return [random_user(rng, f"h{i}", i % 13) for i in range(30)]
+
+
+def soft_posts(B: int, K: int, T: int, V: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.softmax(3 * torch.randn(B, K, T, V, generator=g), -1)
+    return x, torch.randint(1, T + 1, (B, K), generator=g)
+
+
+def uncached(fn, *args):
+    with history_cache.switched(False):
+        return fn(*args)
+
+
+@pytest.mark.parametrize("name", KINDS)
+@pytest.mark.parametrize("K", [1, 2, 7])          # 7 > max_posts: the window shifts past the history
+def test_soft_logits_and_gradients_match_the_uncached_path(detectors, histories, name: str, K: int) -> None:
+    det = detectors[name]
+    V, T = len(det.vocab_), 6
+    x, lengths = soft_posts(len(histories), K, T, V, seed=K)
+    for _ in range(2):                        # the second call is served from the cache
+        xs = [x.clone().requires_grad_(True), x.clone().requires_grad_(True)]
+        new = det.soft_post_logits(histories, xs[0], lengths)
+        old = uncached(det.soft_post_logits, histories, xs[1], lengths)
+        torch.testing.assert_close(new, old, rtol=0, atol=1e-5)
+        (g_new,) = torch.autograd.grad(new.sum(), xs[0])
+        (g_old,) = torch.autograd.grad(old.sum(), xs[1])
+        torch.testing.assert_close(g_new, g_old, rtol=1e-4, atol=1e-6)
+    if K == 1:                                      # [B, T, V] is K = 1
+        torch.testing.assert_close(det.soft_post_logits(histories, x[:, 0], lengths[:, 0]),
+                                   uncached(det.soft_post_logits, histories, x, lengths), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_repeated_histories_in_one_batch(detectors, histories, name: str) -> None:
+    """Beams and candidates repeat a history many times in one query, in any order."""
+    det = detectors[name]
+    rows = [histories[i] for i in [3, 3, 7, 0, 3, 12, 7, 25, 25, 3]]
+    x, lengths = soft_posts(len(rows), 2, 5, len(det.vocab_), seed=5)
+    torch.testing.assert_close(det.soft_post_logits(rows, x, lengths),
+                               uncached(det.soft_post_logits, rows, x, lengths), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_token_path_and_score_queries_match(detectors, histories, name: str) -> None:
+    """Token ids score like their one-hot soft posts; score queries on whole users (a
+    history plus a real post) like predict_proba."""
+    det = detectors[name]
+    rng = random.Random(2)
+    posts = [encode_post(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))), det.vocab_, 8).ids
+             for _ in histories]
+    ids, lengths = id_matrix(posts, 8)
+    x, _ = one_hot(posts, len(det.vocab_), 8)
+    hard = det.token_post_logits(histories, ids, lengths)
+    torch.testing.assert_close(hard, uncached(det.soft_post_logits, histories, x, lengths), rtol=0, atol=1e-5)
+    slots = ids.view(len(histories) // 3, 3, 8), lengths.view(-1, 3)     # K = 3 posts per row
+    xs = x.view(len(histories) // 3, 3, 8, -1)
+    torch.testing.assert_close(det.token_post_logits(histories[::3], *slots),
+                               uncached(det.soft_post_logits, histories[::3], xs, slots[1]), rtol=0, atol=1e-5)
+    users = [h.with_posts((*h.posts, Post(f"{rng.choice(WORDS)} {rng.choice(WORDS)}", None, None, None)))
+             for h in histories]
+    for _ in range(2):
+        np.testing.assert_allclose(det.query_proba(users), det.predict_proba(users), rtol=0, atol=1e-6)
+    assert det.query_proba([]).shape == (0,)
+
+
+@pytest.mark.parametrize("name", ["ties", "transformer"])   # the two that read time gaps
+@pytest.mark.parametrize("placement", ["append", "replace-last"])
+def test_cached_window_is_the_tensorized_window(detectors, histories, name: str, placement: str) -> None:
+    """The batch a cached query classifies is exactly tensorize(history, reserve=K)'s,
+    under both placements (replace-last passes the history without its last post)."""
+    det = detectors[name]
+    spec = AttackSpec(placement=placement)
+    tasks = [spec.task(u) for u in histories if len(u.posts) >= 2]
+    hist = [t.history for t in tasks]
+    if placement == "replace-last":
+        assert all(len(h.posts) == len(t.user.posts) - 1 for h, t in zip(hist, tasks, strict=True))
+    cache = det._query_cache()
+    for K in (1, 3, 5, 6):
+        vecs, batch = cache.windows(hist, K)
+        ref = tensorize(hist, det._encode, det.max_posts, reserve=K)
+        for field in ("ids", "lengths", "mask", "dt", "labels"):
+            assert torch.equal(getattr(batch, field), getattr(ref, field)), field
+        R = min(K, det.max_posts)
+        assert vecs.shape[:2] == (len(hist), det.max_posts - R)
+        if det.max_posts > R:
+            with torch.no_grad():
+                full = det.module_.post_vectors(ref)[:, : det.max_posts - R]
+            torch.testing.assert_close(vecs, full, rtol=0, atol=1e-6)
+        x, lengths = soft_posts(len(hist), K, 4, len(det.vocab_), seed=K)
+        torch.testing.assert_close(det.soft_post_logits(hist, x, lengths),
+                                   uncached(det.soft_post_logits, hist, x, lengths), rtol=0, atol=1e-5)
+
+
+def test_a_changed_history_or_changed_weights_are_never_served_stale(detectors, histories) -> None:
+    det = create_detector("cnn", seed=3, **SMALL["cnn"]).fit(histories[1:20], progress=False)
+    V = len(det.vocab_)
+    x, lengths = soft_posts(6, 1, 5, V, seed=9)
+    rows = [User(h.user_id, h.label, h.posts) for h in histories[4:10]]
+    det.soft_post_logits(rows, x, lengths)
+    # the same object with other posts (frozen, but not beyond reach): the fingerprint sees it
+    object.__setattr__(rows[0], "posts", (*rows[0].posts[:-1], Post("revert vandal revert", None, 5.0, None)))
+    object.__setattr__(rows[1], "posts", rows[1].posts[:-1])
+    torch.testing.assert_close(det.soft_post_logits(rows, x, lengths),
+                               uncached(det.soft_post_logits, rows, x, lengths), rtol=0, atol=1e-5)
+    with torch.no_grad():                            # weights changed in place
+        det.module_.embedding.weight.mul_(1.5)
+    torch.testing.assert_close(det.soft_post_logits(rows, x, lengths),
+                               uncached(det.soft_post_logits, rows, x, lengths), rtol=0, atol=1e-5)
+    cache = det._query_cache()
+    det.module_.requires_grad_(True)                 # weights that learn: no cache serves
+    assert det._query_cache() is None
+    det.module_.requires_grad_(False)
+    assert det._query_cache() is cache
+
+
+def test_bounded(detectors, histories) -> None:
+    det = detectors["hlstm"]
+    cache = HistoryCache(det.module_, det._encode, det.max_posts, histories=4, texts=10)
+    for h in histories:
+        cache.windows([h], 1)
+        assert len(cache._histories) <= 4 and len(cache._texts) <= 10
+    vecs, _ = cache.windows(histories, 2)        # a batch larger than the bounds still works
+    with torch.no_grad():
+        ref = det.module_.post_vectors(tensorize(histories, det._encode, det.max_posts, reserve=2))
+    torch.testing.assert_close(vecs, ref[:, :-2], rtol=0, atol=1e-6)
+
+
+def test_threat_token_queries_count_and_fall_back_to_one_hot(detectors, histories) -> None:
+    det = detectors["cnn"]
+    posts = [[5, 6, 7], [8], [9, 10]]
+    wrapped = CallableDetector(det.predict_proba, soft_post_logits=det.soft_post_logits, vocab=det.vocab_,
+                               max_post_tokens=8)
+    hist = histories[5:8]
+    for d in (det, wrapped):                     # the token path; the one-hot fallback
+        threat = ThreatModel(d, "white-box")
+        p = exact_scores(threat, hist, posts)
+        x, lengths = one_hot(posts, len(det.vocab_), 3)
+        ref = torch.sigmoid(uncached(det.soft_post_logits, hist, x, lengths)).numpy()
+        np.testing.assert_allclose(p, ref, rtol=0, atol=1e-6)
+        assert dict(threat.queries) == {h.user_id: 1 for h in hist}
+
+
+@pytest.mark.parametrize("name", ["hlstm", "ensemble"])
+def test_hotflip_writes_the_same_posts(detectors, histories, name: str) -> None:
+    det = detectors[name]
+    spec = AttackSpec()
+    tasks = [spec.task(User(h.user_id, 1, h.posts)) for h in histories if len(h.posts) >= 3][:8]
+    runs = []
+    for on in (True, False):
+        with history_cache.switched(on):
+            threat = ThreatModel(det, "white-box")
+            outs = create_attack("hotflip", max_flips=3).run(tasks, threat)
+            runs.append(([o.post for o in outs], [o.info["surrogate_prob"] for o in outs], dict(threat.queries)))
+    (posts, probs, queries), (posts0, probs0, queries0) = runs
+    assert posts == posts0 and queries == queries0
+    np.testing.assert_allclose(probs, probs0, rtol=0, atol=2e-6)
+
+
+def test_hotflip_allowed_tokens_are_respected(detectors, histories) -> None:
+    det = detectors["cnn"]
+    tasks = [AttackSpec().task(User(h.user_id, 1, h.posts)) for h in histories[3:9]]
+    posts = [encode_post(t.history.posts[-1].text, det.vocab_, 8) for t in tasks]
+    V = len(det.vocab_)
+    allowed = []
+    for n, p in enumerate(posts):
+        mask = torch.zeros(len(p.ids), V, dtype=torch.bool)
+        mask[:, 5 + n % 3] = True                  # one word allowed per post
+        allowed.append(mask)
+    out = hotflip_search(tasks, posts, ThreatModel(det, "white-box"), max_flips=4, allowed=allowed)
+    for n, (p, o) in enumerate(zip(posts, out, strict=True)):
+        flipped = encode_post(o.post, det.vocab_, 8).ids
+        changed = [b for a, b in zip(p.ids, flipped, strict=True) if a != b]
+        assert set(changed) <= {5 + n % 3}

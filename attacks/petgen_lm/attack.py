@@ -91,7 +91,7 @@ class PETGENLMAttack(LLMAttack):
                  lora_dropout: float = 0.05, lora_targets: str = "attention", lora_layers: int | None = 10,
                  context: bool = True, max_prompt_tokens: int = 320, mle_positions: int = 2,
                  mle_examples: int = 256, mle_epochs: int = 1, train_batch: int = 8, lr: float = 1e-3,
-                 adv_rounds: int = 2, adv_users: int = 48, select_k: int = 4,
+                 adv_rounds: int = 2, adv_users: int = 48, select_k: int = 8,
                  select_margin: float | None = None, select_misses: bool = True,
                  select_real_share: float = 0.25, select_epochs: int = 1) -> None:
         super().__init__(candidates=candidates, rounds=rounds, temperature=temperature, top_p=top_p,

@@ -123,7 +123,7 @@ def train_steps(atk: PETGENLMAttack, examples: Sequence[Example], epochs: int, *
     bb, params = atk.backbone_, atk.adapter_params_
     opt = torch.optim.AdamW(params, lr=atk.lr, weight_decay=0.0)
     rng = np.random.default_rng([atk.seed, salt])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n_batches = math.ceil(len(examples) / atk.train_batch)
     step_losses: list[float] = []
     with torch_threads(atk.threads), torch.random.fork_rng(devices=[]), \
@@ -152,9 +152,10 @@ def train_steps(atk: PETGENLMAttack, examples: Sequence[Example], epochs: int, *
                 info["epoch_losses"].append(round(total / max(count, 1), 4))
         finally:
             bb.model.eval()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {**info, "first_loss": round(step_losses[0], 4), "last_loss": round(step_losses[-1], 4),
-            "seconds": round(seconds, 2), "tokens_per_s": round(info["tokens"] / max(seconds, 1e-9), 1)}
+            "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "tokens_per_s": round(info["tokens"] / max(seconds, 1e-9), 1)}
 
 
 def selection_round(atk: PETGENLMAttack, tasks: Sequence[AttackTask], threat: ThreatModel,
@@ -170,10 +171,10 @@ def selection_round(atk: PETGENLMAttack, tasks: Sequence[AttackTask], threat: Th
         return [], {**info, "chosen": 0}
     prompts = [atk._prompt(t) for t in tasks]
     seeds = [atk.rng(t, f"petgen-lm-select{r}").getrandbits(63) for t in tasks]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     samples = atk.backbone_.sample(prompts, seeds, n=atk.select_k, max_new_tokens=[s.steps for s in states],
                                    temperature=atk.temperature, top_p=atk.top_p)
-    sample_seconds = time.perf_counter() - t0
+    sample_seconds, sample_cpu = time.perf_counter() - t0, time.process_time() - c0
     new_tokens = sum(len(s.ids) for row in samples for s in row)
     picked = atk._filter(states, samples)
     use_score = threat.has("score")
@@ -197,7 +198,8 @@ def selection_round(atk: PETGENLMAttack, tasks: Sequence[AttackTask], threat: Th
             goal_scores.append(1.0 - abs(best.score - target))
         chosen.append(Example(tuple(prompt), answer_ids(atk, best.text, s.task)))
     info.update(candidates=sum(len(s.tried) for s in states), reached=hits, closest=misses,
-                chosen=len(chosen), sample_seconds=round(sample_seconds, 2), new_tokens=new_tokens,
+                chosen=len(chosen), sample_seconds=round(sample_seconds, 2),
+                sample_cpu_seconds=round(sample_cpu, 2), new_tokens=new_tokens,
                 sample_tokens_per_s=round(new_tokens / max(sample_seconds, 1e-9), 1))
     if goal_scores:
         info["mean_goal_prob"] = round(float(np.mean(goal_scores)), 4)

@@ -259,6 +259,23 @@ def test_attack_trains_caches_and_is_deterministic(tiny_lm, demo, cnn_dir, tmp_p
     assert [r["post"] for r in read_records(tmp_path / "w2" / RESULTS_FILE)] == [r["post"] for r in first]
 
 
+def test_training_is_reproducible(tiny_lm, demo, cnn_dir, tmp_path, monkeypatch) -> None:
+    """Two cold trainings (separate caches) give the same adapter tensors."""
+    from advseq.detector import load_detector
+
+    train = Dataset(demo.users[:60])
+    tensors = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("ADVSEQ_HOME", str(tmp_path / name))
+        atk = PETGENLMAttack(**SMALL)
+        atk.prepare(train, ThreatModel(load_detector(cnn_dir), "score"), AttackSpec())
+        assert atk.fit_info_["adversarial"][0]["chosen"] > 0
+        tensors.append(lora.adapter_tensors(atk.adapter_modules_))
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0])
+    assert any(bool(v.abs().sum()) for k, v in tensors[0].items() if k.endswith("lora_B"))
+
+
 def test_attack_modes_and_budget(tiny_lm, demo, cnn_dir, tmp_path) -> None:
     _run(demo, cnn_dir, tmp_path / "s", mode="score", budget=3, params={"candidates": 6})
     _check(read_records(tmp_path / "s" / RESULTS_FILE), demo, budget=3)

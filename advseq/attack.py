@@ -42,6 +42,9 @@ GOALS = ("evasion", "flip")
 PLACEMENTS = ("append", "replace-last")
 STATUSES = ("ok", "budget_exhausted", "failed")
 MAX_POSTS = 64      #: the most posts (K) one attacker may write per user
+#: the models behind the quality report's two perplexities: the judge (SmolLM2, an LM
+#: advseq did not train) and advseq's reference LM of the training posts
+FLUENCY_MODELS = ("judge", "reference-lm")
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,17 @@ class Attack(Configurable, ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     #: the paper it implements, for reports
     paper: ClassVar[str] = ""
+    #: the text-quality models the attack writes or chooses its posts with (names from
+    #: :data:`FLUENCY_MODELS`): their perplexity of its posts is no independent opinion,
+    #: and the quality report says so
+    fluency_models: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.fluency_models) - set(FLUENCY_MODELS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.fluency_models: unknown {sorted(unknown)}; "
+                            f"expected names from {list(FLUENCY_MODELS)}")
 
     seed: int
     #: a folder the evaluator gives the attack for state worth keeping across a resume

@@ -308,7 +308,8 @@ def finish_attack(run: AttackRun, records: list[dict[str, Any]], *, quality: boo
     if quality:
         from advseq.quality import quality_report
 
-        summary["quality"] = quality_report(records, data, run.split, spec, seed=seed)
+        summary["quality"] = quality_report(records, data, run.split, spec, seed=seed,
+                                            fluency_models=getattr(run.atk, "fluency_models", ()))
         if spec.posts > 1:
             summary["quality_by_k"] = summary["quality"].pop("by_k")
         summary.update({k: v for k, v in summary["quality"]["attack"].items()})

@@ -39,6 +39,7 @@ class GenericLMAttack(Attack):
     """Sample a post on the target context from an unpersonalised LM of the training posts."""
 
     name = "lm-generic"
+    fluency_models = frozenset({"reference-lm"})    # it samples from the reference LM
     paper = ("He, Ahamad, Kumar. PETGEN. KDD 2021 (plain LM generation baseline; advseq's "
              "word-level GPT-2 PostLM instead of RelGAN)")
     param_rules = {"temperature": Float(0, 100, low_open=True), "top_p": Float(0, 1, low_open=True),

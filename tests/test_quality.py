@@ -17,7 +17,7 @@ from scipy.spatial.distance import cosine
 
 from advseq import quality
 from advseq.attack import AttackSpec
-from advseq.errors import ResourceMissing
+from advseq.errors import ConfigError, ResourceMissing
 from advseq.quality import (
     METRICS,
     QualityItem,
@@ -460,3 +460,37 @@ def test_copy_flags_match_naive_jaccard() -> None:
         s = set(bleu_tokens(p))
         assert exact[i] == any(bleu_tokens(p) == bleu_tokens(c) for c in corpus)
         assert near[i] == (exact[i] or any(len(s & c) / len(s | c) >= NEAR_COPY_JACCARD for c in sets))
+
+
+def test_report_marks_the_perplexity_of_the_attackers_own_model() -> None:
+    data, split, records = report_setup()
+    kw = dict(ref_lm=FakeLM(), judge=FakeJudge(), topic_counts=(2,))
+    plain = quality_report(records, data, split, AttackSpec(goal="flip"), **kw)
+    assert "not_independent" not in plain                    # nothing to mark: key absent
+    own = quality_report(records, data, split, AttackSpec(goal="flip"), fluency_models={"judge"}, **kw)
+    assert set(own["not_independent"]) == {"perplexity_judge"}
+    assert "fake judge" in own["not_independent"]["perplexity_judge"]
+    assert own["attack"] == plain["attack"]                  # marked, not changed
+    assert any("perplexity_ref is the independent fluency measure" in n for n in own["notes"])
+    both = quality_report(records, data, split, AttackSpec(goal="flip"),
+                          fluency_models=["reference-lm", "judge"], **kw)
+    assert set(both["not_independent"]) == {"perplexity_judge", "perplexity_ref"}
+    assert not any("is the independent fluency measure" in n for n in both["notes"])
+
+
+def test_fluency_models_are_checked_when_an_attack_class_is_defined() -> None:
+    from advseq.attack import Attack
+
+    with pytest.raises(TypeError, match="fluency_models: unknown \\['gpt-9'\\]"):
+        type("Bad", (Attack,), {"fluency_models": frozenset({"gpt-9"}), "run": lambda *a: []})
+    with pytest.raises(ConfigError, match="fluency model 'gpt-9'"):
+        quality.not_independent({"gpt-9"}, None)
+
+
+def test_the_attacks_that_write_with_a_quality_model_say_so() -> None:
+    from advseq.registry import attacks
+
+    declared = {name: set(attacks.get(name).fluency_models) for name in ("llm", "petgen", "malcom",
+                                                                        "lm-generic", "hotflip")}
+    assert declared == {"llm": {"judge"}, "petgen": {"reference-lm"}, "malcom": {"reference-lm"},
+                        "lm-generic": {"reference-lm"}, "hotflip": set()}

@@ -310,6 +310,9 @@ def test_combined_runs_with_quality(run_dir: Path, tmp_path: Path) -> None:
              "perplexity_ref": 9.5, "topic_sim_context": 0.6, "style_similarity": 0.7}
         s["quality"] = {"attack": q, "real": {"bleu_2": 0.277, "perplexity_judge": 237.8},
                         "n_posts": s["n_targeted"], "judge": "test", "notes": [], "seconds": 1.0}
+        if k == 0:                  # the first writes with the judge's model
+            s["quality"]["not_independent"] = {"perplexity_judge": "the attack writes with test"}
+            marked = (f"{u['detector']} (fixture-q)", u["attack"], u["mode"])
         path.write_text(json.dumps(s), encoding="utf-8")
         injected[(f"{u['detector']} (fixture-q)", u["attack"], u["mode"])] = q
     files = build_report([run_dir, copy], tmp_path / "out")
@@ -319,7 +322,10 @@ def test_combined_runs_with_quality(run_dir: Path, tmp_path: Path) -> None:
     body = {tuple(r[1:4]): dict(zip(quality[0], r, strict=True)) for r in quality[1:]}
     for key, q in injected.items():
         for metric, value in q.items():
-            assert same(body[key][metric], value), (key, metric)
+            cell = body[key][metric]
+            assert cell.endswith(" †") == (key == marked and metric == "perplexity_judge"), (key, metric)
+            assert same(cell.removesuffix(" †"), value), (key, metric)
+    assert "†: no independent opinion" in files.markdown.read_text(encoding="utf-8")
     yard = next(r for r in quality[1:] if r[1] == "real posts (yardstick)")
     assert same(dict(zip(quality[0], yard, strict=True))["bleu_2"], 0.277)
     md = files.markdown.read_text(encoding="utf-8")

@@ -41,7 +41,15 @@ from advseq.quality.bleu import (
 from advseq.quality.copies import NEAR_COPY_JACCARD, REPETITIVE_SHARE, copy_flags, repetitive_flags
 from advseq.quality.items import SAME_CONTEXT_RELEVANCY, QualityItem
 from advseq.quality.style import STYLE_NGRAMS, char_ngrams, style_similarities, style_similarity
-from advseq.quality.summary import METRICS, PerplexityModel, quality_metrics, quality_report
+from advseq.quality.summary import (
+    JUDGE_MODEL,
+    METRICS,
+    REFERENCE_LM,
+    PerplexityModel,
+    not_independent,
+    quality_metrics,
+    quality_report,
+)
 from advseq.quality.topics import (
     LDA_MAX_DOCS,
     LDA_MAX_ITER,
@@ -52,6 +60,7 @@ from advseq.quality.topics import (
 )
 
 __all__ = [
+    "JUDGE_MODEL", "REFERENCE_LM", "not_independent",
     "BLEU_ORDERS", "LDA_MAX_DOCS", "LDA_MAX_ITER", "METRICS", "NEAR_COPY_JACCARD",
     "REPETITIVE_SHARE", "SAME_CONTEXT_RELEVANCY", "SELF_BLEU_MAX", "SELF_BLEU_ORDERS",
     "STYLE_NGRAMS", "TOPIC_COUNTS", "PerplexityModel", "QualityItem", "TopicModels", "bleu",

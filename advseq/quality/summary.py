@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from advseq.attack import AttackSpec
+from advseq.attack import FLUENCY_MODELS, AttackSpec
 from advseq.errors import ConfigError, ResourceMissing
 from advseq.quality.bleu import (
     BLEU_ORDERS,
@@ -33,6 +33,25 @@ METRICS = (
     "style_similarity",
     "copy_exact", "copy_near", "repetitive",
 )
+
+
+#: names an attack gives in ``Attack.fluency_models``: the judge's model (SmolLM2) and
+#: advseq's reference LM, the models behind ``perplexity_judge`` and ``perplexity_ref``
+JUDGE_MODEL, REFERENCE_LM = FLUENCY_MODELS
+_MEASURED_BY = {JUDGE_MODEL: "perplexity_judge", REFERENCE_LM: "perplexity_ref"}
+
+
+def not_independent(fluency_models: Collection[str], judge_name: str | None) -> dict[str, str]:
+    """The perplexity metrics that are no independent opinion of an attack's posts
+    because the attack writes or chooses its posts with the model behind them, each with
+    the reason (empty when every measure is independent)."""
+    out = {}
+    for model in sorted(set(fluency_models)):
+        if model not in _MEASURED_BY:
+            raise ConfigError(f"fluency model {model!r}: expected one of {sorted(_MEASURED_BY)}")
+        what = (judge_name or "the judge's model") if model == JUDGE_MODEL else "advseq's reference LM"
+        out[_MEASURED_BY[model]] = f"the attack writes or chooses its posts with {what}"
+    return out
 
 
 class PerplexityModel(Protocol):
@@ -147,7 +166,8 @@ class _CachedPerplexity:
 def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: DataSplit,
                    spec: AttackSpec | None = None, *, seed: int = 0,
                    ref_lm: PerplexityModel | None = None, judge: bool | Any = True,
-                   topic_counts: Sequence[int] = TOPIC_COUNTS) -> dict[str, Any]:
+                   topic_counts: Sequence[int] = TOPIC_COUNTS,
+                   fluency_models: Collection[str] = ()) -> dict[str, Any]:
     """Text quality of the posts an attack wrote (``attack``) and of the same users' real
     last posts (``real``, the yardstick), from the evaluator's per-user ``records``.
 
@@ -155,7 +175,9 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
     leaves each post's own copy out). ``ref_lm``: any object with
     ``perplexity(posts, contexts)``; None trains advseq's reference LM on
     ``split.train``. ``judge``: True for SmolLM2, False for none, or an object with
-    ``perplexity(texts)``.
+    ``perplexity(texts)``. ``fluency_models``: the attack's ``Attack.fluency_models``;
+    the perplexities of those models are listed under ``not_independent`` (only when
+    there are any) with the reason, and a note names the independent measure left.
     """
     t0 = time.perf_counter()
     spec = spec or AttackSpec()
@@ -227,6 +249,12 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
     out = {"attack": attack, "real": real, "n_posts": len(attack_items),
            "topic_corpus": topics.corpus, "judge": judge_name, "notes": notes,
            "seconds": round(time.perf_counter() - t0, 3)}
+    dependent = not_independent(fluency_models, judge_name)
+    if dependent:
+        out["not_independent"] = dependent
+        left = [m for m in _MEASURED_BY.values() if m not in dependent]
+        notes.append(f"{', '.join(dependent)}: no independent opinion ({'; '.join(dependent.values())})"
+                     + (f"; {', '.join(left)} is the independent fluency measure" if left else ""))
     if spec.posts > 1:
         notes.append("K posts: `attack` covers every written post, each judged with the history it "
                      "was written after (the attacker's earlier posts included); `by_k[k - 1]` "

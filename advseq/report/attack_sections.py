@@ -181,9 +181,10 @@ def text_quality_section(ctx: ReportContext) -> Section:
         rows, emph = [], []
         for members in groups.values():
             for a in members:
-                q = a.quality["attack"]
+                q, dep = a.quality["attack"], a.quality.get("not_independent") or {}
                 rows.append(([a.run] if multi else []) + [a.detector, a.label, a.mode, fmt(a.quality.get("n_posts"))]
-                            + [fmt(q.get(k), _nd(k)) for k in keys])
+                            + [fmt(q.get(k), _nd(k)) + (" †" if k in dep and q.get(k) is not None else "")
+                               for k in keys])
             real = members[0].quality.get("real") or {}
             emph.append(len(rows))
             rows.append(([""] if multi else []) + ["real posts (yardstick)", "", "", fmt(members[0].quality.get("n_posts"))]
@@ -192,7 +193,10 @@ def text_quality_section(ctx: ReportContext) -> Section:
             (["run"] if multi else []) + ["detector", "attack", "mode", "posts"] + keys, rows,
             id=f"tbl-quality-{slug(ds)}", emphasis_rows=tuple(emph),
             caption="Text quality of each attack run's posts (posts = users the attack wrote "
-                    "for); yardstick rows: the same users' real last posts."))
+                    "for); yardstick rows: the same users' real last posts."
+                    + (" †: no independent opinion, the attack writes or chooses its posts with "
+                       "that perplexity's model; read the other perplexity for its fluency."
+                       if any(a.quality.get("not_independent") for a in atks) else "")))
         notes = []
         for a in atks:
             judge = a.quality.get("judge")

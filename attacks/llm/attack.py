@@ -88,6 +88,7 @@ class LLMAttack(Attack):
 
     name = "llm"
     requires = frozenset({"label"})
+    fluency_models = frozenset({"judge"})     # it writes with the judge's SmolLM2
     paper = ("LLM-guided rewriting against a black-box detector (after PETGEN's conditioning, "
              "He, Ahamad, Kumar, KDD 2021), with SmolLM2-135M-Instruct")
     param_rules = {

@@ -107,6 +107,8 @@ class PETGENAttack(Attack):
     paper = ("He, Ahamad, Kumar. PETGEN: Personalized Text Generation Attack on Deep Sequence "
              "Embedding-based Classification Models. KDD 2021")
     requires = frozenset()   # adapts: gradient -> trains on it; otherwise trains a surrogate
+    #: warm-started from advseq's reference LM, which also ranks its candidates' fluency
+    fluency_models = frozenset({"reference-lm"})
     default_recency = True
     param_rules = {**PETGENSettings.param_rules, "generator": Text(none=True),
                    "refine_flips": Int(0, 1000), "refine_top_k": Int(1, 100_000), "refine_starts": Int(1, 1000),

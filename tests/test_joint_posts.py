@@ -31,7 +31,11 @@ PETGEN_SMALL = {"lm": {"n_layer": 1, "n_embd": 32, "n_head": 2, "epochs": 1, "ma
                        "max_context_tokens": 12},
                 "mle_epochs": 1, "adv_steps": 4, "rounds": 1, "select_k": 4, "select_epochs": 1,
                 "candidates": 4, "batch_size": 16, "max_posts": 8}
-PETGEN_DIGEST = "63b65cad5e34685f"
+#: PETGEN trains a generator, whose floats differ between CPU kinds (advseq promises the
+#: same numbers on one kind of machine): the digests the one-post code (c4ea15d) gives on
+#: each CPU kind seen, each regenerated from that code on that machine
+PETGEN_DIGESTS = frozenset({"63b65cad5e34685f",     # the machine the test was written on
+                            "54aff72344f04057"})    # "Intel(R) Xeon(R) Processor", 2 cores
 
 
 def _digest(recs: list[dict]) -> str:
@@ -41,11 +45,11 @@ def _digest(recs: list[dict]) -> str:
 @pytest.mark.parametrize("name", [*sorted(ONE_POST_DIGESTS),
                                   pytest.param("petgen", marks=pytest.mark.slow)])
 def test_one_post_runs_unchanged(name: str, demo: Dataset, cnn_dir: Path, tmp_path: Path) -> None:
-    digest, params = ONE_POST_DIGESTS.get(name, (PETGEN_DIGEST, PETGEN_SMALL))
+    digest, params = ONE_POST_DIGESTS.get(name, (PETGEN_DIGESTS, PETGEN_SMALL))
     run_attack(demo, cnn_dir, name, out=tmp_path, attack_params=params, max_users=12, quality=False,
                progress=False)
     recs = read_records(tmp_path / RESULTS_FILE)
-    assert _digest(recs) == digest
+    assert _digest(recs) in (digest if isinstance(digest, frozenset) else {digest})
     assert not any("posts" in r or "probs" in r for r in recs)
 
 

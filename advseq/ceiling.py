@@ -49,17 +49,18 @@ MEMORY_BYTES = 1 << 30
 
 
 def run_ceiling(data: Dataset, detector_dir: str | Path, out: str | Path, *, spec: AttackSpec | None = None,
-                max_users: int | None = None, seed: int = 0, **kw: Any) -> dict[str, Any]:
+                max_users: int | None = None, seed: int = 0, device: str | None = None,
+                **kw: Any) -> dict[str, Any]:
     """:func:`append_ceiling` on the recorded test users of the detector in
-    ``detector_dir`` (a seeded sample of ``max_users``), written to ``out/ceiling.json``
-    with a manifest."""
+    ``detector_dir`` (a seeded sample of ``max_users``; the detector on ``device``),
+    written to ``out/ceiling.json`` with a manifest."""
     from advseq.detector import load_detector
     from advseq.evaluation import require_recorded_split, subset_users
     from advseq.manifest import build_manifest, write_json
 
     split = require_recorded_split(detector_dir, data, "the ceiling is computed on")
-    res = append_ceiling(load_detector(detector_dir), subset_users(split.test.users, max_users, seed),
-                         spec=spec, seed=seed, **kw)
+    users = subset_users(split.test.users, max_users, seed)
+    res = append_ceiling(load_detector(detector_dir, device=device), users, spec=spec, seed=seed, **kw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "manifest.json", build_manifest(

@@ -183,26 +183,18 @@ class Table(Rule):
 
 
 class Device(Rule):
-    """A torch device this machine offers: ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``)."""
+    """A torch device this machine offers: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
+    (checked by :func:`advseq.device.device_problem`). ``available=False``: the name only,
+    for settings read on a machine other than the one that runs them; ``auto=True``: also
+    ``auto``, for settings resolved before use (a run config's ``device`` keys)."""
+
+    def __init__(self, *, available: bool = True, auto: bool = False) -> None:
+        self.available, self.auto = available, auto
 
     def _problem(self, value: Any) -> str | None:
-        if not isinstance(value, str):
-            return self._want("a device name such as 'cpu' or 'cuda'", value)
-        import torch
+        from advseq.device import device_problem
 
-        kind, sep, index = value.partition(":")
-        if kind not in ("cpu", "cuda", "mps") or (sep and not index.isdigit()) or len(value) > 12:
-            return f"unknown device {show(value)}; use cpu, cuda or cuda:N"
-        if kind == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                return (f"{value!r} requested but torch sees no GPU; install a CUDA build of "
-                        "torch (see README) or use cpu")
-            if sep and int(index) >= count:
-                return f"{value!r}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}"
-        if kind == "mps" and not torch.backends.mps.is_available():
-            return "'mps' requested but torch offers no MPS backend here; use cpu"
-        return None
+        return device_problem(value, available=self.available, auto=self.auto)
 
 
 class AnyOf(Rule):

@@ -62,7 +62,10 @@ class Detector(Configurable, ABC):
         (lets attackers cache what they trained against it)."""
         import hashlib
 
-        h = hashlib.sha256(json.dumps({"detector": self.name, "params": self.get_params()},
+        params = self.get_params()
+        if "device" in params:      # where a model runs is not what it is
+            params["device"] = "cpu"
+        h = hashlib.sha256(json.dumps({"detector": self.name, "params": params},
                                       sort_keys=True, default=str).encode())
         for arr in self._state_arrays():
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -89,13 +92,36 @@ class Detector(Configurable, ABC):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
+    def load(cls, path: str | Path, *, device: str | None = None) -> Detector:
+        """The detector saved in folder ``path``, on ``device`` (default: the CPU, whatever
+        device it was trained on; see :meth:`to_device`)."""
         path = Path(path)
         config = read_config(path)
-        det = construct(cls, config["params"], path)
+        params = config["params"]
+        if isinstance(params, dict) and isinstance(params.get("device"), str):
+            from advseq.device import device_problem
+
+            if device_problem(params["device"], available=False, auto=False) is None:
+                params = {**params, "device": "cpu"}   # a bad name is refused by construct
+        det = construct(cls, params, path)
         det.fit_info_ = config.get("fit_info", {})
         det._load_state(path, config.get("state") or {})
-        return det
+        return det.to_device(device) if device is not None else det
+
+    def to_device(self, device: str) -> Detector:
+        """Run on ``device`` from now on (a checked name, :mod:`advseq.device`): a detector
+        with a ``device`` setting takes it and moves its network there; one without runs
+        on the CPU. Returns the detector."""
+        from advseq.device import takes_device
+
+        if takes_device(type(self)):
+            self.device = device
+            module = getattr(self, "module_", None)
+            if module is not None:
+                import torch
+
+                module.to(torch.device(device))
+        return self
 
     def _save_state(self, path: Path) -> dict[str, Any] | None:
         """Write learned state (safetensors/JSON, never pickle); return JSON-able extras
@@ -192,8 +218,9 @@ def create_detector(name: str, **params: Any) -> Detector:
     return build(registry.detectors.get(name), params, name)
 
 
-def load_detector(path: str | Path) -> Detector:
-    """Load any saved detector from its folder (the registry says which class)."""
+def load_detector(path: str | Path, *, device: str | None = None) -> Detector:
+    """Load any saved detector from its folder (the registry says which class), on
+    ``device`` (default: the CPU)."""
     from advseq import registry
 
     path = Path(path)
@@ -202,4 +229,4 @@ def load_detector(path: str | Path) -> Detector:
         cls = registry.detectors.get(config["detector"])
     except ConfigError as err:
         raise ConfigError(f"{path / CONFIG_FILE}: {err}") from None
-    return cls.load(path)
+    return cls.load(path, device=device)

@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from advseq import registry
 from advseq.attack import AttackSpec, create_attack
 from advseq.detector import Detector, load_detector
+from advseq.device import on_device
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest
 from advseq.metrics import classification_metrics
@@ -87,18 +89,20 @@ def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 def prepare_surrogate(train: Dataset, *, surrogate: str | Path | None,
                       detector: str = SURROGATE_DETECTOR, params: dict[str, Any] | None = None,
-                      seed: int, out: Path, progress: bool | None) -> tuple[Detector, dict[str, Any]]:
+                      seed: int, out: Path, progress: bool | None,
+                      device: str | None = None) -> tuple[Detector, dict[str, Any]]:
     """The attacker's own detector: loaded from ``surrogate``, or a ``detector`` with
     ``params`` trained on ``train`` (the users the attacker may see) with a seed the
-    deployed model did not use (:func:`~advseq.threat.surrogate_seed`)."""
+    deployed model did not use (:func:`~advseq.threat.surrogate_seed`); on ``device``."""
     if surrogate is not None:
-        return load_detector(surrogate), {"path": str(surrogate)}
+        return load_detector(surrogate, device=device), {"path": str(surrogate)}
     path = out / "surrogate"
     if (path / "config.json").exists():
-        return load_detector(path), {"trained": detector, "path": str(path)}
+        return load_detector(path, device=device), {"trained": detector, "path": str(path)}
     from advseq.detector import create_detector
 
-    det = create_detector(detector, seed=surrogate_seed(seed), **(params or {}))
+    det = create_detector(detector, seed=surrogate_seed(seed),
+                          **on_device(_detector_class(None, detector), params, device))
     det.fit(train.users, progress=progress)
     det.save(path)
     return det, {"trained": detector, "seed": surrogate_seed(seed), "path": str(path)}
@@ -124,6 +128,7 @@ def run_attack(
     max_users: int | None = None,
     quality: bool = True,
     progress: bool | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Attack the recorded test users of the detector in ``detector_dir``; returns the
     summary (also written to ``out/summary.json``).
@@ -133,12 +138,13 @@ def run_attack(
 
     ``resume`` continues the run in ``out`` from its checked records (a bad line of
     ``results.jsonl`` refuses the run); ``repair`` (implies ``resume``) drops the bad
-    lines instead, reports them and attacks their users again."""
+    lines instead, reports them and attacks their users again. ``device``: where the
+    models and the attack's own ones run (:mod:`advseq.device`; default: the CPU)."""
     run = open_attack(data, detector_dir, attack, out=out, mode=mode, spec=spec,
                       attack_params=attack_params, surrogate=surrogate,
                       surrogate_detector=surrogate_detector, surrogate_params=surrogate_params,
                       budget=budget, seed=seed, resume=resume, repair=repair, batch_size=batch_size,
-                      max_users=max_users, progress=progress)
+                      max_users=max_users, progress=progress, device=device)
     prepare_seconds = prepare_attack(run)
     clean = run.deployed.predict_proba(run.test)
     records = list(run.records)
@@ -174,7 +180,8 @@ def open_attack(data: Dataset, detector_dir: str | Path, attack: str, *, out: st
                 surrogate_detector: str = SURROGATE_DETECTOR,
                 surrogate_params: dict[str, Any] | None = None, budget: int | None = None,
                 seed: int = 0, resume: bool = False, repair: bool = False, batch_size: int = 16,
-                max_users: int | None = None, progress: bool | None = None) -> AttackRun:
+                max_users: int | None = None, progress: bool | None = None,
+                device: str | None = None) -> AttackRun:
     """Check and open the attack run in ``out`` (arguments as :func:`run_attack`); a new
     run's ``run.json`` and results header are written, a resumed run's records checked."""
     out = check_out_folder(out)
@@ -185,10 +192,10 @@ def open_attack(data: Dataset, detector_dir: str | Path, attack: str, *, out: st
     check_mode(mode)
     if surrogate is not None and mode != "transfer":
         raise ConfigError("--surrogate only applies to --mode transfer")
-    deployed = load_detector(detector_dir)
+    deployed = load_detector(detector_dir, device=device)
     split = require_recorded_split(detector_dir, data, "attacks run on")
     test = subset_users(split.test.users, max_users, seed)
-    atk = create_attack(attack, seed=seed, **(attack_params or {}))
+    atk = create_attack(attack, seed=seed, **on_device(registry.attacks.get(attack), attack_params, device))
 
     config = {"attack": attack, "attack_params": atk.get_params(), "mode": mode,
               "spec": spec.to_dict(), "budget": budget, "seed": seed, "batch_size": batch_size,
@@ -197,6 +204,8 @@ def open_attack(data: Dataset, detector_dir: str | Path, attack: str, *, out: st
               "surrogate": str(surrogate) if surrogate else (surrogate_detector if mode == "transfer" else None)}
     if surrogate_params and surrogate is None and mode == "transfer":
         config["surrogate_params"] = surrogate_params   # absent when empty: older runs resume
+    if device not in (None, "cpu"):
+        config["device"] = device                       # absent on the CPU: older runs resume
     run_file = out / RUN_FILE
     previous = _previous_config(run_file)
     if previous is not None:
@@ -232,7 +241,7 @@ def open_attack(data: Dataset, detector_dir: str | Path, attack: str, *, out: st
     else:
         surrogate_det, surrogate_info = prepare_surrogate(
             split.train, surrogate=surrogate, detector=surrogate_detector, params=surrogate_params,
-            seed=seed, out=out, progress=progress)
+            seed=seed, out=out, progress=progress, device=device)
         models["surrogate"] = model_fingerprint(surrogate_det, surrogate_info["path"])
         check_meta(out, models, len(found.records))
         # The attacker owns the surrogate: every capability it offers, no budget.

@@ -109,6 +109,12 @@ def k_label(K: int) -> str:
     return "" if K == 1 else f", {K} posts"
 
 
+def device_part(device: str) -> dict[str, str]:
+    """What a device adds to a unit's key: nothing on the CPU (folders as before devices);
+    a GPU's results are other floats, so its units have folders of their own."""
+    return {} if device == "cpu" else {"device": device}
+
+
 def posts_info(K: int) -> dict[str, int]:
     """What K adds to a unit's index entry: nothing for K = 1."""
     return {} if K == 1 else {"posts": K}
@@ -141,28 +147,29 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
 
         def unit(kind: str, label: str, path: Path, args: dict[str, Any], deps: list[Path],
                  info: dict[str, Any], skip: str | None = None, shards: int = 1,
-                 dataset: dict[str, str] = dataset) -> UnitSpec:
+                 dataset: dict[str, str] = dataset, device: str = "cpu") -> UnitSpec:
             return UnitSpec(kind, label, str(out), rel(path), dataset, args, [rel(d) for d in deps],
-                            info, skip, shards, cfg.request(kind), repair)
+                            info, skip, shards, cfg.request(kind, device), repair, device)
 
         model_dirs: dict[str, Path] = {}
         needs_surrogate = any("transfer" in a.modes for a in cfg.attacks)
         for det in [*cfg.detectors, *([cfg.surrogate] if needs_surrogate else [])]:
             seed = surrogate_seed(cfg.seed) if det is cfg.surrogate else cfg.seed
             conf = {"detector": det.detector, "params": det.params, "test_size": cfg.test_size,
-                    "split_seed": cfg.split_seed}
+                    "split_seed": cfg.split_seed, **device_part(cfg.device_of(det))}
             path = out / "models" / ds_cfg.folder / f"{det.folder}-{unit_key('detector', conf, checksum, seed)}"
             model_dirs[det.name] = path
             units.append(unit("detector", f"{ds_cfg.name}: train {det.name}", path,
                               {"detector": det.detector, "params": det.params, "seed": seed,
                                "test_size": cfg.test_size, "split_seed": cfg.split_seed}, [],
-                              {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate}))
+                              {"dataset": ds_cfg.name, "detector": det.name, "surrogate": det is cfg.surrogate},
+                              device=cfg.device_of(det)))
         for det, K in product(cfg.detectors if cfg.ceiling else [], ceiling_posts(cfg)):
             if "gradient" not in registry.detectors.get(det.detector).capabilities:
                 continue          # the relaxation needs soft tokens; nothing to report otherwise
             spec_k = with_posts(spec, K)
             conf = {"detector": det.name, "spec": spec_k.to_dict(), "max_users": cfg.max_users,
-                    "steps": cfg.ceiling_steps}
+                    "steps": cfg.ceiling_steps, **device_part(cfg.device_of(det))}
             path = out / "ceiling" / ds_cfg.folder / \
                 f"{det.folder}{k_part(K)}-{unit_key('ceiling', conf, checksum, cfg.seed)}"
             what = "one-post ceiling" if K == 1 else f"{K}-post ceiling"
@@ -170,7 +177,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                               {"detector_dir": rel(model_dirs[det.name]), "spec": _spec_args(spec_k),
                                "steps": cfg.ceiling_steps, "max_users": cfg.max_users, "seed": cfg.seed},
                               [model_dirs[det.name]],
-                              {"dataset": ds_cfg.name, "detector": det.name, **posts_info(K)}))
+                              {"dataset": ds_cfg.name, "detector": det.name, **posts_info(K)},
+                              device=cfg.device_of(det)))
         surrogate_caps = registry.detectors.get(cfg.surrogate.detector).capabilities
         for det in cfg.detectors:
             caps = registry.detectors.get(det.detector).capabilities
@@ -182,7 +190,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                     spec_k = with_posts(spec, K)
                     conf = {"attack": atk.attack, "params": atk.params, "mode": mode, "budget": atk.budget,
                             "spec": spec_k.to_dict(), "max_users": cfg.max_users, "quality": cfg.quality,
-                            "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None}
+                            "detector": det.name, "surrogate": cfg.surrogate.detector if mode == "transfer" else None,
+                            **device_part(cfg.device_of(atk))}
                     key = unit_key("attack", conf, checksum, cfg.seed)
                     path = out / "attacks" / ds_cfg.folder / det.folder / f"{atk.folder}-{mode}{k_part(K)}-{key}"
                     if mode == "transfer":
@@ -199,7 +208,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                          "surrogate_dir": rel(sur) if sur else None},
                         [model_dirs[det.name], *([sur] if sur else [])],
                         {"dataset": ds_cfg.name, "detector": det.name, "attack": atk.name,
-                         "mode": mode, **posts_info(K)}, skip, cfg.attack_shards(atk)))
+                         "mode": mode, **posts_info(K)}, skip, cfg.attack_shards(atk), device=cfg.device_of(atk)))
         for rt in cfg.retrain:
             det = next(d for d in cfg.detectors if d.name == rt.detector)
             spec_k = with_posts(spec, rt.posts)
@@ -208,6 +217,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                     "spec": spec_k.to_dict(), "max_users": cfg.max_users}
             if rt.mode == "transfer":   # only then does the loop train the run's surrogate
                 conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
+            conf.update(device_part(cfg.device_of(rt)))
             key = unit_key("retrain", conf, checksum, cfg.seed)
             path = out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}{k_part(rt.posts)}-{key}"
             units.append(unit(
@@ -220,7 +230,7 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                  "surrogate": cfg.surrogate.detector, "surrogate_params": cfg.surrogate.params},
                 [model_dirs[det.name]],
                 {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
-                 "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}))
+                 "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}, device=cfg.device_of(rt)))
     return units
 
 

@@ -93,14 +93,16 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  max_users: int | None = None, quality: bool = False,
                  initial: str | Path | None = None, surrogate: str = SURROGATE_DETECTOR,
                  surrogate_params: dict[str, Any] | None = None, repair: bool = False,
-                 posts: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+                 posts: int | None = None, progress: bool | None = None,
+                 device: str | None = None) -> dict[str, Any]:
     """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
 
     ``initial``: a detector folder already trained with these settings on this split
     (e.g. by ``advseq train`` or a run matrix), used as round 0 instead of training it
     again; refused when its recorded split or settings differ. ``surrogate`` and
     ``surrogate_params``: the detector the attacker trains in ``transfer`` mode.
-    ``posts``: K, the posts the attacker writes per user (default: the spec's, 1)."""
+    ``posts``: K, the posts the attacker writes per user (default: the spec's, 1).
+    ``device``: where its detectors and attacks run (:mod:`advseq.device`)."""
     from advseq.progress import progress_bar
 
     if rounds < 1:
@@ -112,8 +114,14 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
         if spec.posts not in (1, posts):
             raise ConfigError(f"posts={posts} disagrees with the attack spec's posts={spec.posts}")
         spec = replace(spec, posts=posts)
-    detector_params = dict(detector_params or {})
-    attack_params = dict(attack_params or {})
+    from advseq import registry
+    from advseq.device import on_device
+
+    detector_params = on_device(registry.detectors.get(detector), detector_params, device,
+                                what="--detector-param device")
+    attack_params = on_device(registry.attacks.get(attack), attack_params, device)
+    surrogate_params = on_device(registry.detectors.get(surrogate), surrogate_params, device,
+                                 what="surrogate device")
     split = data.split(test_size=test_size, seed=split_seed)
     config = {"detector": detector, "detector_params": detector_params, "attack": attack,
               "attack_params": attack_params, "mode": mode, "rounds": rounds, "seed": seed,
@@ -123,8 +131,6 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     if sur is not None:   # recorded only where it matters: other loops keep their config
         config["surrogate"] = sur
     # Refuse bad settings, and a combination that cannot run, before anything is written.
-    from advseq import registry
-
     create_detector(detector, seed=seed, **detector_params)
     if sur is not None:
         create_detector(surrogate, seed=surrogate_seed(seed), **sur["params"])
@@ -151,7 +157,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
             if not (det_dir / METRICS_FILE).exists() and r == 0 and initial is not None:
                 _adopt(Path(initial), det_dir, data, split, detector, detector_params, seed)
             if (det_dir / METRICS_FILE).exists():
-                det = load_detector(det_dir)
+                det = load_detector(det_dir, device=device)
             else:
                 det = create_detector(detector, seed=seed, **detector_params)
                 det.fit(train_users, progress=False)
@@ -163,7 +169,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
             summary = run_attack(data, det_dir, attack, out=rdir / "attack", mode=mode, spec=spec,
                                  attack_params=attack_params, seed=seed, resume=True, repair=repair,
                                  max_users=max_users, quality=quality, progress=False,
-                                 **_surrogate_args(sur))
+                                 device=device, **_surrogate_args(sur))
             row = {"round": r, "n_train": clean.get("n_train", len(train_users)),
                    "f1": clean["f1"], "roc_auc": clean["roc_auc"], "accuracy": clean["accuracy"],
                    "evasion_rate": summary["evasion_rate"],
@@ -183,7 +189,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                 added = _read_augmented(aug_file)
             else:
                 added = _attack_training_users(data, split, det, attack, attack_params, mode, spec,
-                                               seed, rdir, sur)
+                                               seed, rdir, sur, device)
                 from advseq.io import save_jsonl
 
                 save_jsonl(Dataset(added, name="augmented") if added else Dataset([], "augmented"), aug_file)
@@ -243,7 +249,8 @@ def _posts(raw: list[dict[str, Any]]) -> list[Any]:
 
 def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
                            attack_params: dict[str, Any], mode: str, spec: AttackSpec, seed: int,
-                           rdir: Path, sur: dict[str, Any] | None) -> list[User]:
+                           rdir: Path, sur: dict[str, Any] | None,
+                           device: str | None = None) -> list[User]:
     """The round's attacker writes a post for every training user (see the module docstring)."""
     atk = create_attack(attack, seed=seed, **attack_params)
     if sur is not None:
@@ -252,7 +259,7 @@ def _attack_training_users(data: Dataset, split: Any, det: Any, attack: str,
         # The round's test attack trained the surrogate in rdir/attack: this loads it.
         model, _ = prepare_surrogate(split.train, surrogate=None, detector=sur["detector"],
                                      params=sur["params"], seed=seed, out=rdir / "attack",
-                                     progress=False)
+                                     progress=False, device=device)
         threat = ThreatModel(model, model.capabilities, surrogate=True)
     else:
         threat = ThreatModel(det, mode)

@@ -37,6 +37,7 @@ from advseq.config import (
     build,
 )
 from advseq.errors import ConfigError
+from advseq.executors import resources as res
 from advseq.storage import one_line
 from advseq.threat import SURROGATE_DETECTOR, THREAT_MODES, surrogate_seed
 from advseq.toml_lines import MAX_CONFIG_BYTES, TomlLines, parse_toml, read_config_text  # noqa: F401
@@ -46,7 +47,6 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 SEED_RULE = Int(0, INT_MAX)
 MAX_SHARDS = 4096   #: the most tasks one attack unit is split into (``shards``)
-DEFAULT_REQUEST = {"num_cpus": 1.0, "num_gpus": 0.0}   #: a task's request when none is given
 
 
 class PostCounts(Rule):
@@ -79,28 +79,27 @@ RUN_KEYS: dict[str, Rule] = {
     "test_size": Float(0, 1, low_open=True, high_open=True), "split_seed": SEED_RULE,
     "quality": Bool(), "max_users": Int(0), "goal": Choice("evasion", "flip"),
     "placement": Choice("append", "replace-last"), "ceiling": Bool(), "ceiling_steps": Int(1, 100_000),
-    "posts": PostCounts(), "shards": Int(1, MAX_SHARDS),
+    "posts": PostCounts(), "shards": Int(1, MAX_SHARDS), "device": res.DEVICE_KEY,
 }
 DATASET_KEYS: dict[str, Rule] = {"name": Text(empty=True), "demo": Bool(), "shared": Text(),
                                  "path": Text()}
-DETECTOR_KEYS: dict[str, Rule] = {"name": Text(empty=True), "detector": Text(), "params": Table()}
-SURROGATE_KEYS: dict[str, Rule] = {"detector": Text(), "params": Table()}
+DETECTOR_KEYS: dict[str, Rule] = {"name": Text(empty=True), "detector": Text(), "params": Table(),
+                                  "device": res.DEVICE_KEY}
+SURROGATE_KEYS: dict[str, Rule] = {"detector": Text(), "params": Table(), "device": res.DEVICE_KEY}
 ATTACK_KEYS: dict[str, Rule] = {
     "name": Text(empty=True), "attack": Text(), "params": Table(), "budget": Int(1),
     "modes": Items(Choice(*THREAT_MODES), max_len=len(THREAT_MODES)),
     "detectors": Items(Text(empty=True)), "posts": PostCounts(), "shards": Int(1, MAX_SHARDS),
+    "device": res.DEVICE_KEY,
 }
 RETRAIN_KEYS: dict[str, Rule] = {"detector": Text(empty=True), "attack": Text(empty=True),
                                  "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table(),
-                                 "posts": Int(1, MAX_POSTS)}
-RESOURCE_KINDS = ("detector", "ceiling", "attack", "retrain")   #: [resources] tables per unit kind
-REQUEST_KEYS: dict[str, Rule] = {"num_cpus": Float(0, 4096), "num_gpus": Float(0, 64)}
-RESOURCE_KEYS: dict[str, Rule] = {**REQUEST_KEYS, **{k: Table() for k in RESOURCE_KINDS}}
+                                 "posts": Int(1, MAX_POSTS), "device": res.DEVICE_KEY}
 #: top-level tables: name -> (is an array of tables, its keys)
 TABLES: dict[str, tuple[bool, dict[str, Rule]]] = {
     "run": (False, RUN_KEYS), "datasets": (True, DATASET_KEYS), "detectors": (True, DETECTOR_KEYS),
     "surrogate": (False, SURROGATE_KEYS), "attacks": (True, ATTACK_KEYS), "retrain": (True, RETRAIN_KEYS),
-    "resources": (False, RESOURCE_KEYS),
+    "resources": (False, res.RESOURCE_KEYS),
 }
 
 
@@ -136,6 +135,7 @@ class DetectorCfg(Named):
     name: str
     detector: str
     params: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None              #: where its units run (None: the run's)
 
 
 @dataclass
@@ -148,6 +148,7 @@ class AttackCfg(Named):
     detectors: list[str] | None = None     #: only against these [[detectors]] labels
     posts: list[int] | None = None         #: the K values to run (None: the run's)
     shards: int | None = None              #: tasks each of its units is split into (None: the run's)
+    device: str | None = None              #: where its units run (None: the run's)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class RetrainCfg:
     mode: str = "white-box"
     params: dict[str, Any] = field(default_factory=dict)
     posts: int = 1                         #: K, the posts the loop's attacker writes per user
+    device: str | None = None              #: where the loop runs (None: the run's)
 
 
 @dataclass
@@ -183,6 +185,7 @@ class RunConfig:
     shards: int = 1                        #: tasks each attack unit is split into (by user)
     #: ``[resources]``: run-wide ``num_cpus``/``num_gpus`` and per-kind tables of them
     resources: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"                    #: where units run unless their table says (advseq.device)
 
     def attack_posts(self, atk: AttackCfg) -> list[int]:
         """The K values ``atk`` runs with: its own ``posts``, else the run's."""
@@ -192,10 +195,13 @@ class RunConfig:
         """The shards each of ``atk``'s units is split into: its own, else the run's."""
         return atk.shards or self.shards
 
-    def request(self, kind: str) -> dict[str, float]:
-        """A ``kind`` unit's task request: its kind's table, the run-wide values, 1 CPU."""
-        top = {k: float(v) for k, v in self.resources.items() if k in REQUEST_KEYS}
-        return {**DEFAULT_REQUEST, **top, **{k: float(v) for k, v in self.resources.get(kind, {}).items()}}
+    def request(self, kind: str, device: str | None = None) -> dict[str, float]:
+        """A ``kind`` unit's task request on ``device`` (:func:`~advseq.executors.resources.unit_request`)."""
+        return res.unit_request(self.resources, kind, device)
+
+    def device_of(self, table: Any) -> str:
+        """Where the units of a [[detectors]], [surrogate], [[attacks]] or [[retrain]] table run."""
+        return res.table_device(table, self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (run.json, index.json); a ``posts`` at its default
@@ -213,7 +219,7 @@ class RunConfig:
 
 
 #: left out of the config record at their defaults (older configs keep their run.json)
-_QUIET_FIELDS = ("posts", "shards", "resources")
+_QUIET_FIELDS = ("posts", "shards", "resources", "device")
 
 
 def _at_default(obj: Any, name: str) -> bool:
@@ -352,15 +358,16 @@ def load_config(source: str | Path | Mapping[str, Any], *,
         ceiling=bool(run.get("ceiling", False)), ceiling_steps=int(run.get("ceiling_steps", 300)),
         posts=post_counts(run.get("posts", 1)), shards=int(run.get("shards", 1)),
         source=None if isinstance(source, Mapping) else str(path),
+        device=res.config_device(run.get("device")) or "cpu",
     )
     if "resources" in raw:
-        cfg.resources = _resources(r, raw["resources"])
+        cfg.resources = res.check_resources(r, raw["resources"])
     cfg.datasets = [_dataset(r, d, i, base) for i, d in enumerate(raw.get("datasets", []))]
     cfg.detectors = [_detector(r, d, i, cfg.seed) for i, d in enumerate(raw.get("detectors", []))]
     if "surrogate" in raw:
         s = r.table(raw["surrogate"], "surrogate")
         cfg.surrogate = DetectorCfg("surrogate", s.get("detector", SURROGATE_DETECTOR),
-                                    dict(s.get("params", {})))
+                                    dict(s.get("params", {})), res.check_table_device(r, "surrogate", None, s))
     _check_surrogate(r, cfg.surrogate, cfg.seed)
     cfg.attacks = [_attack(r, a, i, cfg.seed) for i, a in enumerate(raw.get("attacks", []))]
     r.unique("datasets", [d.name for d in cfg.datasets])
@@ -438,7 +445,7 @@ def _detector(r: ConfigReader, raw: dict[str, Any], i: int, seed: int) -> Detect
                        "detector" if "detector" in d else "name")
     params = dict(d.get("params", {}))
     r.params(cls, params, seed, "detectors", i, kind)
-    return DetectorCfg(label, kind, params)
+    return DetectorCfg(label, kind, params, res.check_table_device(r, "detectors", i, d))
 
 
 def _check_surrogate(r: ConfigReader, sur: DetectorCfg, seed: int) -> None:
@@ -463,18 +470,7 @@ def _attack(r: ConfigReader, raw: dict[str, Any], i: int, seed: int) -> AttackCf
     r.params(cls, params, seed, "attacks", i, kind)
     return AttackCfg(label, kind, modes, params, a.get("budget"), a.get("detectors"),
                      post_counts(a["posts"]) if "posts" in a else None,
-                     int(a["shards"]) if "shards" in a else None)
-
-
-def _resources(r: ConfigReader, raw: dict[str, Any]) -> dict[str, Any]:
-    """``[resources]``: ``num_cpus``/``num_gpus`` for every task and per unit kind."""
-    res = r.table(raw, "resources")
-    for kind, key, value in [(k, n, v) for k in RESOURCE_KINDS for n, v in res.get(k, {}).items()]:
-        rule = REQUEST_KEYS.get(key)
-        bad = f"unknown key (known: {', '.join(REQUEST_KEYS)})" if rule is None else rule.problem(value)
-        if bad:
-            r.fail("resources", None, f"{kind}.{key}", bad)
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in res.items()}
+                     int(a["shards"]) if "shards" in a else None, res.check_table_device(r, "attacks", i, a))
 
 
 def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> RetrainCfg:
@@ -497,4 +493,4 @@ def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> Re
         params = named.params
     r.params(cls, params, cfg.seed, "retrain", i, kind)
     return RetrainCfg(det, kind, int(rt.get("rounds", 3)), str(rt.get("mode", "white-box")), params,
-                      int(rt.get("posts", 1)))
+                      int(rt.get("posts", 1)), res.check_table_device(r, "retrain", i, rt))

@@ -61,6 +61,17 @@ class GenericLMAttack(Attack):
             except TypeError as err:
                 raise ConfigError(f"lm-generic: bad lm settings: {err}") from None
 
+    @classmethod
+    def params_on_device(cls, params: dict[str, Any], device: str) -> dict[str, Any]:
+        """Its LM runs on ``device`` (advseq.device.on_device; the CPU changes nothing)."""
+        lm = dict(params.get("lm") or {})
+        given = lm.get("device")
+        if given is not None and given != device:
+            raise ConfigError(f"--device {device} and lm.device={given} disagree; give one of them")
+        if device == "cpu" or given is not None:
+            return params
+        return {**params, "lm": {**lm, "device": device}}
+
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         """Plain generation needs nothing; re-ranking k > 1 candidates needs labels (every

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: does advseq use an NVIDIA GPU, how much faster is it, and does it give the
 # CPU's evasion? On one machine, for each device (cpu, then DEVICE): train hlstm on wiki
-# (`advseq train --device`), run white-box HotFlip (gradients on the detector's device)
-# and white-box PETGEN (`-p device=`) on a stratified sample of test users, each device
+# (`advseq train --device`), run white-box HotFlip and white-box PETGEN with
+# `advseq attack --device` (the detector, PETGEN's generator and its reference LM on the
+# device) on a stratified sample of test users, each device
 # with its own empty ADVSEQ_HOME (both cold). Prints training users/s, attack users/s and
 # posts/s side by side, and checks that every attack's evaded-user count on DEVICE is
 # within one user of the CPU's (exit 1 otherwise). Sized for under 8 minutes on one GPU
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --max-users) MAX_USERS=$2; shift 2 ;;
     --attacks) ATTACKS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,14 +68,14 @@ for tag in $DEVICES; do
   for atk in $ATTACKS; do
     echo "== $tag: $atk (white-box)" >&2
     case "$atk" in
-      petgen) extra="$PETGEN_PARAMS -p device=$dev" ;;
+      petgen) extra="$PETGEN_PARAMS" ;;
       hotflip) extra="$HOTFLIP_PARAMS" ;;
       *) extra="" ;;
     esac
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     "$PY" -m advseq attack "$DATA" -d "$dir/hlstm" -a "$atk" --mode white-box --out "$dir/$atk" \
-      --max-users "$MAX_USERS" --no-quality --no-progress $extra >/dev/null
+      --max-users "$MAX_USERS" --device "$dev" --no-quality --no-progress $extra >/dev/null
     echo "$start $(date +%s.%N)" > "$dir/$atk/wall_seconds"
   done
 done

@@ -58,6 +58,17 @@ class _Offered:
         return ALL_CAPABILITIES if obj is None else obj._offered()
 
 
+def _probe_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Member settings to check on this machine: a GPU named by a well-formed ``device``
+    is checked when members are trained (a saved ensemble loads on a CPU-only machine)."""
+    from advseq.device import device_problem
+
+    device = params.get("device")
+    if isinstance(device, str) and device_problem(device, available=False, auto=False) is None:
+        return {**params, "device": "cpu"}
+    return params
+
+
 class EnsembleDetector(Detector):
     """Several detectors of one kind trained with different seeds, scored by their mean (or
     largest) logit."""
@@ -83,12 +94,29 @@ class EnsembleDetector(Detector):
         self.fit_info_ = {}
         # fail early on a bad kind or parameter; its class says what members can offer
         try:
-            probe = create_detector(member, seed=seed, **self.member_params)
+            probe = create_detector(member, seed=seed, **_probe_params(self.member_params))
         except ParamError as err:
             raise ParamError(f"member_params.{err.key}", err.problem, self.name) from None
         self._member_caps = frozenset(probe.capabilities)
 
     capabilities = _Offered()  # type: ignore[assignment]
+
+    # ---- where it runs: its members' device ----------------------------------------
+    @classmethod
+    def params_on_device(cls, params: dict[str, Any], device: str) -> dict[str, Any]:
+        """An ensemble's settings for ``device``: its members get it (advseq.device.on_device)."""
+        from advseq import registry
+        from advseq.device import on_device
+
+        member = registry.detectors.get(params.get("member", "hlstm"))
+        placed = on_device(member, params.get("member_params") or {}, device,
+                           what="member_params.device")
+        return {**params, "member_params": placed} if placed else params
+
+    def to_device(self, device: str) -> EnsembleDetector:
+        for m in self.members_:
+            m.to_device(device)
+        return self
 
     # ---- what it offers ------------------------------------------------------------
     def _offered(self) -> frozenset[str]:

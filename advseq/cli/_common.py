@@ -121,3 +121,12 @@ ProgressOpt = typer.Option("--progress/--no-progress",
                            help="Show progress bars (default: when on a terminal).")
 DeployedOpt = typer.Option("--detector", "-d",
                            help="Model folder of the deployed detector (from `advseq train`).")
+DeviceOpt = typer.Option("--device", help="Where torch work runs: cpu (default), cuda, cuda:N, mps, "
+                                          "or auto (cuda when torch sees a GPU).", show_default=False)
+
+
+def checked_device(device: str | None, option: str = "--device") -> str | None:
+    """A ``--device`` value checked against this machine (``auto`` resolved); None as None."""
+    from advseq.device import check_device
+
+    return None if device is None else check_device(device, option)

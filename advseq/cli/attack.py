@@ -12,8 +12,10 @@ from rich.table import Table
 from advseq.cli._common import (
     DataArg,
     DeployedOpt,
+    DeviceOpt,
     LenientOpt,
     ProgressOpt,
+    checked_device,
     console,
     load,
     parse_params,
@@ -60,6 +62,7 @@ def register(app: typer.Typer) -> None:
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter key=value (repeatable).")] = None,
         max_users: Annotated[int | None, typer.Option(help="Attack only the first N test users (quick looks).")] = None,
         quality: Annotated[bool, typer.Option(help="Compute the text-quality metrics (BLEU, perplexity, topic and style similarity).")] = True,
+        device: Annotated[str | None, DeviceOpt] = None,
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
@@ -73,13 +76,15 @@ def register(app: typer.Typer) -> None:
         from advseq.attack import AttackSpec
         from advseq.evaluation import run_attack
 
+        device = checked_device(device)
         ds = load(data, lenient=lenient)
         spec = AttackSpec(goal=goal.value, placement=placement.value, context=context, max_tokens=max_tokens,
                           posts=posts)
         s = run_attack(ds, detector, attack_name, out=out, mode=mode.value, spec=spec,
                        attack_params=parse_params(param), surrogate=surrogate,
                        surrogate_detector=surrogate_detector, budget=budget, seed=seed,
-                       resume=resume, repair=repair, max_users=max_users, quality=quality, progress=progress)
+                       resume=resume, repair=repair, max_users=max_users, quality=quality, progress=progress,
+                       device=device)
         table = Table(title=f"{attack_name} ({mode.value}, {goal.value}) vs {s['detector']}", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from advseq.cli._common import DataArg, DeployedOpt, LenientOpt, ProgressOpt, console, load
+from advseq.cli._common import (
+    DataArg,
+    DeployedOpt,
+    DeviceOpt,
+    LenientOpt,
+    ProgressOpt,
+    checked_device,
+    console,
+    load,
+)
 from advseq.cli.attack import Goal, GoalOpt, Placement, PlacementOpt
 
 
@@ -25,6 +34,7 @@ def register(app: typer.Typer) -> None:
         placement: Annotated[Placement, PlacementOpt] = Placement.append,
         seed: Annotated[int, typer.Option(help="Seed of the random starts.")] = 0,
         max_users: Annotated[int | None, typer.Option(help="Only a seeded sample of N test users.")] = None,
+        device: Annotated[str | None, DeviceOpt] = None,
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
@@ -38,10 +48,11 @@ def register(app: typer.Typer) -> None:
         from advseq.ceiling import run_ceiling
 
         spec = AttackSpec(goal=goal.value, placement=placement.value, posts=posts)  # a bad K fails here
+        device = checked_device(device)
         ds = load(data, lenient=lenient)
         out = out or Path(detector) / ("ceiling" if posts == 1 else f"ceiling-{posts}")
         res = run_ceiling(ds, detector, out, spec=spec, max_users=max_users, seed=seed, length=length,
-                          steps=steps, restarts=restarts, progress=progress)
+                          steps=steps, restarts=restarts, progress=progress, device=device)
         if res["n_eligible"] == 0:
             console.print("no eligible users (the detector already gives every targeted user the goal verdict)")
             return

@@ -10,8 +10,10 @@ from rich.table import Table
 
 from advseq.cli._common import (
     DataArg,
+    DeviceOpt,
     LenientOpt,
     ProgressOpt,
+    checked_device,
     console,
     load,
     parse_params,
@@ -41,7 +43,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (refused if it exists, unless --overwrite).")],
         seed: Annotated[int, typer.Option(help="Training seed (weights, batches, validation carve).")] = 0,
         epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-        device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")] = None,
+        device: Annotated[str | None, DeviceOpt] = None,
         test_size: Annotated[float, typer.Option(help="Share of users held out for the test split.")] = 0.2,
         split_seed: Annotated[int, typer.Option(help="Seed of the stratified train/test split (PETGEN: 0).")] = 0,
         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Detector hyper-parameter key=value (repeatable), e.g. -p emb_dim=128.")] = None,
@@ -53,13 +55,15 @@ def register(app: typer.Typer) -> None:
 
         Writes the model (config.json, model.safetensors, vocab.json), metrics.json,
         split.json (the exact user ids, reused by attacks) and manifest.json to OUT."""
+        from advseq import registry
+        from advseq.device import on_device
         from advseq.training import train_detector
 
+        device = checked_device(device)
         params = parse_params(param)
         if epochs is not None:
             params["epochs"] = epochs
-        if device is not None:
-            params["device"] = device
+        params = on_device(registry.detectors.get(detector), params, device)
         ds = load(data, lenient=lenient)
         m = train_detector(ds, detector, out, seed=seed, params=params, test_size=test_size,
                            split_seed=split_seed, progress=progress, overwrite=overwrite)

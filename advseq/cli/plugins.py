@@ -22,8 +22,10 @@ import typer
 
 from advseq.cli._common import (
     DataArg,
+    DeviceOpt,
     LenientOpt,
     ProgressOpt,
+    checked_device,
     console,
     load,
     parse_params,
@@ -34,9 +36,9 @@ from advseq.cli.attack import Goal, GoalOpt, Placement, PlacementOpt
 
 GROUP = "advseq.cli"
 
-__all__ = ["GROUP", "DataArg", "Goal", "GoalOpt", "LenientOpt", "Placement", "PlacementOpt",
-           "ProgressOpt", "add_plugin_commands", "console", "load", "parse_params", "print_error",
-           "styled"]
+__all__ = ["GROUP", "DataArg", "DeviceOpt", "Goal", "GoalOpt", "LenientOpt", "Placement",
+           "PlacementOpt", "ProgressOpt", "add_plugin_commands", "checked_device", "console", "load",
+           "parse_params", "print_error", "styled"]
 
 
 def add_plugin_commands(app: typer.Typer) -> None:

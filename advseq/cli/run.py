@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from advseq.cli._common import DataArg, LenientOpt, ProgressOpt, console, load, parse_params
+from advseq.cli._common import (
+    DataArg,
+    DeviceOpt,
+    LenientOpt,
+    ProgressOpt,
+    checked_device,
+    console,
+    load,
+    parse_params,
+)
 from advseq.cli.attack import Goal, GoalOpt, Mode, Placement, PlacementOpt
 
 
@@ -23,6 +32,7 @@ def register(app: typer.Typer) -> None:
         executor: Annotated[str, typer.Option("--executor", help="Who runs the units: local (one after another, here) or ray (Ray tasks; pip install 'advseq[ray]').")] = "local",
         address: Annotated[str | None, typer.Option("--address", help="With --executor ray: join the Ray cluster at auto or HOST:PORT (the run folder must be on a filesystem every node sees).")] = None,
         workers: Annotated[int | None, typer.Option("--workers", help="With --executor ray and no --address: CPUs of the local Ray started for the run (default: all).")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="Run every unit on this device, overriding the config's device keys: cpu, cuda, cuda:N, mps or auto. A cuda unit asks a Ray cluster for num_gpus (1 unless [resources] says otherwise).", show_default=False)] = None,
     ) -> None:
         """Run a whole matrix (datasets × detectors × attacks × modes, plus retraining loops) from a config.
 
@@ -30,9 +40,13 @@ def register(app: typer.Typer) -> None:
         so a killed run continues where it stopped when started again. A unit that fails
         on Ray is listed as failed (exit code 1) once the rest of the matrix is done."""
         from advseq.api import robustness_run
+        from advseq.device import check_device
 
+        if device is not None:   # Ray: the GPUs may be on the workers, not here
+            device = check_device(device, available=executor != "ray")
         result = robustness_run(config, out=out, report=report, progress=progress, console=console,
-                                repair=repair, executor=executor, address=address, workers=workers)
+                                repair=repair, executor=executor, address=address, workers=workers,
+                                device=device)
         _print_index(result["index"])
         files = result["report"]
         if files is not None:
@@ -57,6 +71,7 @@ def register(app: typer.Typer) -> None:
         quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
         posts: Annotated[int, typer.Option("--posts", help="K, the posts the attacker writes per user (1 to 64): each round's test attack reports evasion after each k.")] = 1,
         initial: Annotated[Path | None, typer.Option(help="Use this detector folder (from `advseq train` with the same settings and seed) as round 0 instead of training it again.")] = None,
+        device: Annotated[str | None, DeviceOpt] = None,
         progress: Annotated[bool | None, ProgressOpt] = None,
         lenient: Annotated[bool, LenientOpt] = False,
     ) -> None:
@@ -67,11 +82,13 @@ def register(app: typer.Typer) -> None:
         from advseq.attack import AttackSpec
         from advseq.retrain import retrain_loop
 
+        device = checked_device(device)
         ds = load(data, lenient=lenient)
         res = retrain_loop(ds, detector, attack, out, rounds=rounds, mode=mode.value, seed=seed,
                            detector_params=parse_params(detector_param), attack_params=parse_params(param),
                            spec=AttackSpec(goal=goal.value, placement=placement.value, posts=posts),
-                           max_users=max_users, quality=quality, initial=initial, progress=progress)
+                           max_users=max_users, quality=quality, initial=initial, progress=progress,
+                           device=device)
         table = Table(title=f"retraining {detector} against {attack} ({mode.value})", title_justify="left")
         from advseq.report.retraining import evasion_by_k_cell
 

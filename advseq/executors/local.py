@@ -16,9 +16,13 @@ def run_local(units: list[UnitSpec], out: Path, index: dict[str, Any], *,
               progress: bool | None, name: str) -> None:
     """Run each unit that is applicable and not done, one after another; ``index.json`` is
     rewritten after every unit, so a killed run leaves the units it finished listed."""
+    from advseq.device import check_device
     from advseq.pipeline import INDEX_FILE, index_entry
     from advseq.progress import progress_bar
 
+    for unit in units:      # a GPU this machine lacks is refused before any unit runs
+        if status_of(unit) is None:
+            check_device(unit.device, f"unit {unit.label!r}: device")
     with progress_bar(f"run {name}", len(units), enabled=progress) as bar:
         for unit in units:
             entry = index_entry(unit, out)

@@ -12,6 +12,9 @@ unit's work.
 An attack unit with ``shards`` > 1 runs in parts (:mod:`advseq.executors.shards`):
 ``prepare``, ``shard:I`` for each shard, then ``merge``; :func:`execute_unit` without a
 part runs them one after another.
+
+A unit's ``device`` is where its torch work runs; it is checked against the machine that
+runs the unit (a Ray head need not have the GPUs of its workers).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class UnitSpec:
     #: what one of its tasks asks a cluster for (``num_cpus``, ``num_gpus``)
     request: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1.0, "num_gpus": 0.0})
     repair: bool = False         #: attack units: resume past bad lines of results.jsonl
+    #: where its torch work runs (:mod:`advseq.device`; a GPU one asks for ``num_gpus``)
+    device: str = "cpu"
 
     @property
     def uid(self) -> str:
@@ -121,21 +126,27 @@ def execute_unit(unit: UnitSpec, run_folder: str | Path, part: str | None = None
     """Run ``unit`` (or one ``part`` of a sharded attack unit) into ``run_folder``; returns
     what its function returns. Every input comes from the spec and the run folder."""
     from advseq.attack import AttackSpec
+    from advseq.device import check_device
 
+    check_device(unit.device, f"unit {unit.label!r}: device")   # on the machine that runs it
     run_folder = Path(run_folder)
     path = run_folder / unit.rel
     ds = unit_dataset(unit)
     a = unit.args
     if unit.kind == "detector":
+        from advseq import registry
+        from advseq.device import on_device
         from advseq.training import train_detector
 
-        return train_detector(ds, a["detector"], path, seed=a["seed"], params=a["params"],
+        params = on_device(registry.detectors.get(a["detector"]), a["params"], unit.device,
+                           option="device", what="params.device")
+        return train_detector(ds, a["detector"], path, seed=a["seed"], params=params,
                               test_size=a["test_size"], split_seed=a["split_seed"], progress=False)
     if unit.kind == "ceiling":
         from advseq.ceiling import run_ceiling
 
         return run_ceiling(ds, run_folder / a["detector_dir"], path, spec=AttackSpec(**a["spec"]),
-                           steps=a["steps"], max_users=a["max_users"], seed=a["seed"])
+                           steps=a["steps"], max_users=a["max_users"], seed=a["seed"], device=unit.device)
     if unit.kind == "attack":
         if unit.shards > 1:
             from advseq.executors.shards import run_sharded
@@ -152,7 +163,8 @@ def execute_unit(unit: UnitSpec, run_folder: str | Path, part: str | None = None
                             split_seed=a["split_seed"], detector_params=a["detector_params"],
                             attack_params=a["attack_params"], spec=AttackSpec(**a["spec"]),
                             max_users=a["max_users"], surrogate=a["surrogate"],
-                            surrogate_params=a["surrogate_params"], repair=unit.repair, progress=False)
+                            surrogate_params=a["surrogate_params"], repair=unit.repair, progress=False,
+                            device=unit.device)
     raise ConfigError(f"unit {unit.label!r}: unknown kind {unit.kind!r} (one of {', '.join(KINDS)})")
 
 
@@ -166,4 +178,4 @@ def attack_kwargs(unit: UnitSpec, run_folder: Path) -> dict[str, Any]:
             "resume": True, "repair": unit.repair, "max_users": a["max_users"],
             "quality": a["quality"],
             "surrogate": run_folder / a["surrogate_dir"] if a["surrogate_dir"] else None,
-            "progress": False}
+            "progress": False, "device": unit.device}

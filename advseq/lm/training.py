@@ -188,7 +188,8 @@ def reference_lm(train: Dataset, *, seed: int = 0, progress: bool | None = None,
 
     lm = PostLM(seed=seed, **params)
     pairs = post_pairs(train)
-    key_params: dict[str, Any] = {k: v for k, v in lm.get_params().items() if k not in ("seed", "device")}
+    key_params: dict[str, Any] = {k: v for k, v in lm.get_params().items()   # one trained on a GPU
+                                  if k != "seed" and (k, v) != ("device", "cpu")}  # is kept apart
     key_params["training_version"] = REF_LM_VERSION
     if len(pairs) > max_posts:
         keep = np.sort(np.random.default_rng(seed).choice(len(pairs), max_posts, replace=False))

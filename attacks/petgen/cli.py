@@ -13,12 +13,14 @@ import typer
 
 from advseq.cli.plugins import (
     DataArg,
+    DeviceOpt,
     Goal,
     GoalOpt,
     LenientOpt,
     Placement,
     PlacementOpt,
     ProgressOpt,
+    checked_device,
     console,
     load,
     parse_params,
@@ -46,6 +48,7 @@ def train(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="PETGEN setting key=value (see attacks.petgen.settings.PETGENSettings).")] = None,
     goal: Annotated[Goal, GoalOpt] = Goal.evasion,
     placement: Annotated[Placement, PlacementOpt] = Placement.append,
+    device: Annotated[str | None, DeviceOpt] = None,
     progress: Annotated[bool | None, ProgressOpt] = None,
     lenient: Annotated[bool, LenientOpt] = False,
 ) -> None:
@@ -54,6 +57,7 @@ def train(
     Use it in attacks with `advseq attack ... -a petgen -p generator=OUT`.
 
     An ablation flag turns its term off; without it the term follows -p (default: on)."""
+    device = checked_device(device)
     params = parse_params(param)
     check_names(params, "petgen train")
     if "seed" in params:
@@ -64,13 +68,15 @@ def train(
 
     from advseq.attack import AttackSpec
     from advseq.detector import load_detector
+    from advseq.device import on_device
     from advseq.evaluation import prepare_surrogate
     from advseq.manifest import build_manifest, write_json
     from advseq.threat import ThreatModel
     from advseq.training import data_record, recorded_split
     from attacks.petgen.model import PETGEN
 
-    deployed = load_detector(detector)   # a folder that holds no detector is named first
+    params = on_device(PETGEN, params, device)
+    deployed = load_detector(detector, device=device)   # a folder that holds no detector is named first
     ds = load(data, lenient=lenient)
     split = recorded_split(detector, ds)
     if split is None:
@@ -79,7 +85,7 @@ def train(
         threat = ThreatModel(deployed, "white-box")
     elif mode == "transfer":
         sur, _ = prepare_surrogate(split.train, surrogate=surrogate, seed=seed, out=out,
-                                   progress=progress)
+                                   progress=progress, device=device)
         threat = ThreatModel(sur, sur.capabilities, surrogate=True)
     else:
         raise ConfigError("--mode must be white-box or transfer")

@@ -27,8 +27,19 @@ serves only while its weights are the ones it was built with (the same parameter
 tensors, none modified in place: torch's version counters), the module is in eval mode
 and no parameter takes gradients; otherwise a query encodes everything as before.
 
-``ADVSEQ_HISTORY_CACHE=0`` in the environment, or :func:`switched` in code, turns it off
-(benchmarks compare the two in one process).
+A module whose sequence classifier runs a recurrent state over the window (the hlstm's
+sequence LSTM) may also offer :meth:`~advseq.neural.SequenceModule.prefix_state`: a
+window then keeps that state after its history slots, and a query runs the classifier
+over the new slots only (:meth:`~advseq.neural.SequenceModule.classify_from`). Modules
+without it (attention over the window, time-gap features read with every slot) classify
+the whole window: the generic fallback.
+
+``ADVSEQ_HISTORY_CACHE=0`` in the environment, or :func:`switched` in code, turns the
+cache off; ``ADVSEQ_FAST_QUERIES=0`` (``switched(..., fast=False)``) turns off the
+faster query paths added after it — the kept classifier state, token-id gradients
+(:meth:`~advseq.threat.ThreatModel.token_gradient`) and score queries batched across
+users — which give the same numbers up to float rounding (benchmarks compare them in one
+process).
 """
 
 from __future__ import annotations
@@ -50,6 +61,8 @@ if TYPE_CHECKING:
 
 ENV = "ADVSEQ_HISTORY_CACHE"
 _enabled = os.environ.get(ENV, "1").strip() != "0"
+FAST_ENV = "ADVSEQ_FAST_QUERIES"
+_fast = os.environ.get(FAST_ENV, "1").strip() != "0"
 
 #: posts encoded per call when the cache fills in missing texts
 ENCODE_CHUNK = 512
@@ -60,16 +73,44 @@ def enabled() -> bool:
     return _enabled
 
 
+def fast() -> bool:
+    """Whether the faster query paths serve (``ADVSEQ_FAST_QUERIES`` is not ``0``)."""
+    return _fast
+
+
 @contextmanager
-def switched(on: bool) -> Iterator[None]:
+def switched(on: bool, *, fast: bool | None = None) -> Iterator[None]:
     """Turn the caches on or off inside a ``with`` block (caches already built are kept
-    but not used while off)."""
-    global _enabled
-    before, _enabled = _enabled, bool(on)
+    but not used while off); ``fast`` likewise the faster query paths (unchanged if
+    None)."""
+    global _enabled, _fast
+    before = _enabled, _fast
+    _enabled = bool(on)
+    if fast is not None:
+        _fast = bool(fast)
     try:
         yield
     finally:
-        _enabled = before
+        _enabled, _fast = before
+
+
+def encode_by_length(module: SequenceModule, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``module.encode_posts(emb, lengths)``; outside autograd, with the faster paths on and
+    a :attr:`~advseq.neural.SequenceModule.length_sliced` module, the posts of each length
+    are encoded together, so no step runs past a post's end (the same vectors)."""
+    if not (_fast and module.length_sliced and len(lengths) > 1) or (torch.is_grad_enabled() and emb.requires_grad):
+        return module.encode_posts(emb, lengths)
+    sorted_len, order = torch.sort(lengths, stable=True)
+    counts = torch.unique_consecutive(sorted_len, return_counts=True)[1].tolist()
+    if len(counts) == 1:
+        return module.encode_posts(emb, lengths)
+    parts, start = [], 0
+    for n in counts:
+        rows = order[start:start + n]
+        parts.append(module.encode_posts(emb.index_select(0, rows), lengths.index_select(0, rows)))
+        start += n
+    vec = torch.cat(parts)
+    return vec.new_empty(vec.shape).index_copy_(0, order, vec)
 
 
 def weights_key(module: torch.nn.Module) -> tuple[Any, ...] | None:
@@ -102,6 +143,9 @@ class _Window:
     dt: torch.Tensor
     vecs: torch.Tensor
     posts: int          #: history posts in the window
+    #: the module's prefix_state after the history slots (computed on first use)
+    state: Any = None
+    has_state: bool = False
 
 
 class HistoryCache:
@@ -138,6 +182,8 @@ class HistoryCache:
         missing = list(dict.fromkeys(t for t in texts if t not in held))
         fresh: dict[str, torch.Tensor] = {}
         T = self.encode.max_tokens
+        if _fast and self.module.length_sliced:       # posts of one length encoded together
+            missing.sort(key=lambda t: len(self.encode(t)))
         for s in range(0, len(missing), ENCODE_CHUNK):
             part = missing[s:s + ENCODE_CHUNK]
             ids = torch.zeros(len(part), T, dtype=torch.long)
@@ -147,7 +193,7 @@ class HistoryCache:
                 ids[n, : len(tok)] = tok
                 lengths[n] = len(tok)
             ids, lengths = ids.to(self.device), lengths.to(self.device)
-            vec = self.module.encode_posts(self.module.embed_ids(ids), lengths)
+            vec = encode_by_length(self.module, self.module.embed_ids(ids), lengths)
             fresh.update(zip(part, vec.clone().unbind(0), strict=True))
         self.encoded += len(missing)
         self.reused += len(texts) - len(missing)
@@ -191,10 +237,19 @@ class HistoryCache:
             self.reused += win.posts
         return win
 
-    def windows(self, histories: Sequence[User], k: int) -> tuple[torch.Tensor, PostBatch]:
+    @torch.no_grad()
+    def _state(self, win: _Window) -> Any:
+        if not win.has_state:
+            win.state = self.module.prefix_state(win.vecs.unsqueeze(0)) if len(win.vecs) else None
+            win.has_state = True
+        return win.state
+
+    def windows(self, histories: Sequence[User], k: int, *, states: bool = False) -> tuple[Any, ...]:
         """For ``k`` new posts after each history: the history slots' vectors
         ``[B, P - R, H]`` (R = min(k, P); no autograd) and the batch
-        ``tensorize(histories, reserve=k)`` gives, on the module's device."""
+        ``tensorize(histories, reserve=k)`` gives, on the module's device. With
+        ``states``, also the module's ``prefix_state`` after the history slots, batched
+        (tensors with the batch first; None where the module keeps none)."""
         wins: list[_Window] = []
         slot: dict[int, int] = {}
         index = []
@@ -211,7 +266,23 @@ class HistoryCache:
             fields = [f.index_select(0, idx) for f in fields]
         ids, lengths, mask, dt, vecs = fields
         labels = torch.tensor([float(h.label) for h in histories], device=self.device)
-        return vecs, PostBatch(ids, lengths, mask, dt, labels)
+        batch = PostBatch(ids, lengths, mask, dt, labels)
+        if not states:
+            return vecs, batch
+        return vecs, batch, self._stacked_states(wins, index)
+
+    def _stacked_states(self, wins: list[_Window], index: list[int]) -> Any:
+        if not self.module.keeps_state:
+            return None
+        each = [self._state(w) for w in wins]
+        if each[0] is None:
+            return None
+        parts = list(zip(*each, strict=True)) if isinstance(each[0], tuple) else [each]
+        out = [torch.cat(p) for p in parts]
+        if index != list(range(len(wins))):
+            idx = torch.tensor(index, device=self.device)
+            out = [t.index_select(0, idx) for t in out]
+        return tuple(out) if isinstance(each[0], tuple) else out[0]
 
     # ---- whole users (history + new post as real posts) ----------------------------
     def users(self, users: Sequence[User]) -> tuple[torch.Tensor, PostBatch]:

@@ -64,6 +64,9 @@ class SequenceModule(nn.Module):
 
     embedding: nn.Embedding
     post_dim: int
+    #: whether :meth:`encode_posts` reads each post only up to its length, so a post's vector
+    #: does not depend on the other posts of a call (:func:`~advseq.history_cache.encode_by_length`)
+    length_sliced: bool = False
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """``[M, T] -> [M, T, E]``."""
@@ -81,6 +84,24 @@ class SequenceModule(nn.Module):
     @abstractmethod
     def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
         """``[B, P, H]`` post vectors (zeros at empty slots, ``batch.mask``) -> logits ``[B]``."""
+
+    def prefix_state(self, post_vecs: torch.Tensor) -> Any:
+        """The sequence classifier's state after the first ``S`` slots of windows
+        (``post_vecs`` ``[B, S, H]``), from which :meth:`classify_from` goes on: a tensor or
+        tuple of tensors with the batch first. Only modules that override it keep one
+        (:attr:`keeps_state`); the history cache then runs only the new slots per query."""
+        raise NotImplementedError
+
+    def classify_from(self, state: Any, post_vecs: torch.Tensor, batch: PostBatch, new: int) -> torch.Tensor:
+        """:meth:`classify` of the windows ``post_vecs`` ``[B, P, H]`` given ``state``, the
+        :meth:`prefix_state` of their first ``P - new`` slots (the same logits up to float
+        rounding)."""
+        raise NotImplementedError
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether :meth:`prefix_state` is offered (overridden)."""
+        return type(self).prefix_state is not SequenceModule.prefix_state
 
     def post_vectors(self, batch: PostBatch) -> torch.Tensor:
         """Encode every real post of the batch in one call; ``[B, P, H]``."""
@@ -392,6 +413,37 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         flat = ids[:, K - R:].to(self.torch_device).reshape(B * R, T)
         return self._appended_logits(histories, self.module_.embed_ids(flat), lengths, K)
 
+    def token_post_gradient(self, histories: Sequence[User], ids: torch.Tensor, lengths: torch.Tensor,
+                            target: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """P(malicious) and the gradient ``[B, (K,) T, V]`` of the cross-entropy toward
+        ``target`` (``[B]``) at the one-hot posts of ``ids`` (as :meth:`token_post_logits`)
+        without building them: one-hot rows embed to the rows of ``ids`` exactly, and the
+        gradient is the embedded posts' gradient times the embedding matrix (the product
+        autograd forms on the soft path; rows past a post's end are zero)."""
+        self._check_fitted()
+        one = ids.dim() == 2
+        ids, lengths = _posts_form(len(histories), ids, lengths, None, "ids")
+        B, K, T = ids.shape
+        R = min(K, self.max_posts)
+        weight = self.module_.embedding.weight
+        flat = ids[:, K - R:].to(self.torch_device).reshape(B * R, T)
+        emb = self.module_.embed_ids(flat).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self._appended_logits(histories, emb, lengths, K)
+            tgt = target.to(dtype=logits.dtype, device=logits.device).expand_as(logits)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, tgt, reduction="sum")
+            (g_emb,) = torch.autograd.grad(loss, emb)
+        flat_grad = g_emb.reshape(-1, g_emb.shape[-1])
+        valid = (torch.arange(T, device=flat.device)[None, :] < lengths[:, K - R:].reshape(-1, 1).to(flat.device))
+        rows = valid.reshape(-1).nonzero().squeeze(1)
+        grad = flat_grad.new_zeros(len(flat_grad), len(weight))
+        grad.index_copy_(0, rows, flat_grad.index_select(0, rows).mm(weight.t()))
+        grad = grad.view(B, R, T, -1)
+        if R < K:                                      # slots the detector does not read
+            grad = torch.cat([grad.new_zeros(B, K - R, T, grad.shape[-1]), grad], 1)
+        probs = torch.sigmoid(logits).detach().cpu().double().numpy()
+        return probs, grad[:, 0] if one else grad
+
     def _appended_logits(self, histories: Sequence[User], emb: torch.Tensor, lengths: torch.Tensor,
                          K: int) -> torch.Tensor:
         """Logits with the embedded new posts ``emb`` (``[B * R, T, E]``, the R read slots
@@ -400,10 +452,12 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         R = min(K, P)
         self.module_.eval()
         lengths = lengths[:, K - R:].to(self.torch_device).clamp(min=1, max=T)
-        new = self.module_.encode_posts(emb, lengths.reshape(-1)).view(B, R, -1)
+        new = history_cache.encode_by_length(self.module_, emb, lengths.reshape(-1)).view(B, R, -1)
         cache = self._query_cache()
+        state = None
         if cache is not None:
-            old, batch = cache.windows(histories, K)
+            old, batch, *rest = cache.windows(histories, K, states=history_cache.fast())
+            state = rest[0] if rest else None
         else:
             batch = self.tensorize(histories, reserve=K).to(self.torch_device)
             old = self.module_.post_vectors(batch)[:, :P - R] if batch.mask.any() else \
@@ -413,7 +467,10 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         mask[:, P - R:] = True
         lens = batch.lengths.clone()
         lens[:, P - R:] = lengths
-        return self.module_.classify(post_vecs, replace(batch, mask=mask, lengths=lens))
+        batch = replace(batch, mask=mask, lengths=lens)
+        if state is not None:
+            return self.module_.classify_from(state, post_vecs, batch, R)
+        return self.module_.classify(post_vecs, batch)
 
 
 def _posts_form(B: int, posts: torch.Tensor, lengths: torch.Tensor, V: int | None,

@@ -202,10 +202,36 @@ class ThreatModel:
                  target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
         """(P(malicious), d loss / d soft_post) where loss is the cross-entropy toward
         ``target`` (0 = be judged benign): descending the gradient moves toward it."""
+        self.require({"gradient"}, "a gradient query")
+        self._charge(histories)
+        return self._soft_gradient(histories, soft_post, lengths, target)
+
+    def token_gradient(self, histories: Sequence[User], ids: torch.Tensor, lengths: torch.Tensor,
+                       target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`gradient` at the one-hot posts of token ids (``[B, T]`` with lengths
+        ``[B]``, or ``[B, K, T]`` with ``[B, K]``): the same numbers, without the one-hot
+        matrix where the detector has a token path (``token_post_gradient``); one query per
+        user, white-box only."""
+        import torch
+
+        from advseq import history_cache
+
+        self.require({"gradient"}, "a gradient query")
+        self._charge(histories)
+        det = self._detector
+        if hasattr(det, "token_post_gradient") and history_cache.fast():
+            return det.token_post_gradient(histories, ids, lengths,  # type: ignore[attr-defined]
+                                           torch.as_tensor(target, dtype=torch.float32))
+        from advseq.post_tensors import one_hot_ids
+
+        return self._soft_gradient(histories, one_hot_ids(ids, lengths, len(self.vocab)), lengths, target)
+
+    def _soft_gradient(self, histories: Sequence[User], soft_post: torch.Tensor, lengths: torch.Tensor,
+                       target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
         import torch
 
         x = soft_post.detach().clone().requires_grad_(True)
-        logits = self.soft_logits(histories, x, lengths)
+        logits = self._detector.soft_post_logits(histories, x, lengths)  # type: ignore[attr-defined]
         tgt = torch.as_tensor(target, dtype=logits.dtype, device=logits.device).expand_as(logits)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)

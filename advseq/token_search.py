@@ -68,9 +68,13 @@ def forbidden_mask(vocab: Vocabulary) -> torch.Tensor:
 
 @torch.no_grad()
 def exact_scores(threat: ThreatModel, histories: Sequence[User], batch: Sequence[Sequence[int]],
-                 chunk: int = 64) -> np.ndarray:
+                 chunk: int | None = None) -> np.ndarray:
     """P(malicious) for each (history, id sequence) pair; one query per pair (the one-hot
-    soft post's score, through the detector's token path)."""
+    soft post's score, through the detector's token path), ``chunk`` pairs per call (by
+    default 256; 64 with the faster query paths off, as before them)."""
+    from advseq import history_cache
+
+    chunk = chunk or (256 if history_cache.fast() else 64)
     out = []
     for s in range(0, len(batch), chunk):
         part = batch[s:s + chunk]
@@ -108,13 +112,10 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
             break
         flat = [(u, b) for u in active for b in beams[u]]
         hist = [tasks[u].history for u, _ in flat]
-        x, lengths = one_hot([b[0] for _, b in flat], V, max(len(b[0]) for _, b in flat))
-        _, grad = threat.gradient(hist, x, lengths, [tasks[u].target for u, _ in flat])
-        cur = (grad * x).sum(-1, keepdim=True)                  # g[i, a] at each position
-        delta = grad - cur                                      # first-order change per flip
-        delta[:, :, forbidden] = float("inf")
-        delta[x.bool()] = float("inf")                          # no-op flips
-        T = x.shape[1]
+        ids, lengths = id_matrix([b[0] for _, b in flat], max(len(b[0]) for _, b in flat))
+        _, grad = threat.token_gradient(hist, ids, lengths, [tasks[u].target for u, _ in flat])
+        delta = _flip_deltas(grad, ids.to(grad.device), forbidden)
+        T = ids.shape[1]
         if allow is not None:                                   # tokens the caller allows
             rows = torch.tensor([u for u, _ in flat], device=allow.device)
             delta.masked_fill_(~allow.index_select(0, rows)[:, :T].to(delta.device), float("inf"))
@@ -162,6 +163,17 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
     return outputs
 
 
+def _flip_deltas(grad: torch.Tensor, ids: torch.Tensor, forbidden: torch.Tensor) -> torch.Tensor:
+    """HotFlip's first-order change ``g[.., t, b] - g[.., t, a]`` of every flip of token
+    ``a = ids[.., t]`` to ``b`` (``grad`` ``[..., T, V]``, overwritten), ``inf`` for the
+    forbidden tokens and for the no-op flip: the values of ``grad - (grad * x).sum(-1)``
+    for the one-hot ``x`` of ``ids`` (positions past a post's end are the caller's)."""
+    index = ids.unsqueeze(-1)
+    delta = grad.sub_(grad.gather(-1, index))
+    delta[..., forbidden] = float("inf")
+    return delta.scatter_(-1, index, float("inf"))
+
+
 def _stacked(allowed: Sequence[torch.Tensor], length: int, vocab_size: int) -> torch.Tensor:
     """``allowed`` (``[T_u, V]`` per post) as one ``[U, length, V]`` tensor, True past
     each post's end (those positions are blocked anyway)."""
@@ -201,6 +213,14 @@ def one_hot_slots(batch: Sequence[Sequence[Sequence[int]]], vocab_size: int,
     K = len(batch[0])
     x, lengths = one_hot([ids for row in batch for ids in row], vocab_size, length)
     return x.view(len(batch), K, length, vocab_size), lengths.view(len(batch), K)
+
+
+def slot_ids(batch: Sequence[Sequence[Sequence[int]]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, K, length]`` token ids and lengths ``[N, K]`` for N rows of K id sequences
+    each (every row has the same K): :func:`one_hot_slots` as ids."""
+    K = len(batch[0])
+    ids, lengths = id_matrix([ids for row in batch for ids in row], length)
+    return ids.view(len(batch), K, length), lengths.view(len(batch), K)
 
 
 @torch.no_grad()
@@ -257,18 +277,16 @@ def joint_search(tasks: Sequence[AttackTask], beams: list[list[Beam]], words: Se
             break
         flat = [(u, b) for u in active for b in beams[u]]
         T = max(len(ids) for _, b in flat for ids in b[0])
-        x, lengths = one_hot_slots([b[0] for _, b in flat], V, T)
-        _, grad = threat.gradient([tasks[u].history for u, _ in flat], x, lengths,
-                                  [tasks[u].target for u, _ in flat])
-        delta = grad - (grad * x).sum(-1, keepdim=True)          # first-order change per flip
-        delta[..., forbidden] = float("inf")
-        delta[x.bool()] = float("inf")                           # no-op flips
+        ids, lengths = slot_ids([b[0] for _, b in flat], T)
+        _, grad = threat.token_gradient([tasks[u].history for u, _ in flat], ids, lengths,
+                                        [tasks[u].target for u, _ in flat])
+        delta = _flip_deltas(grad, ids.to(grad.device), forbidden)
         past = torch.arange(T)[None, None, :] >= lengths[:, :, None]   # beyond a post's end
         done_at = [(n, k, pos) for n, (_, b) in enumerate(flat) for k, ch in enumerate(b[1]) for pos in ch]
         if done_at:
             past[tuple(torch.tensor(done_at).T)] = True          # each position once
         delta[past] = float("inf")
-        K = x.shape[1]
+        K = ids.shape[1]
         best = torch.topk(-delta.reshape(len(flat), -1), min(candidates, K * T * V), dim=1)
         top, finite = best.indices.tolist(), torch.isfinite(best.values).tolist()
         cand_users, cand_ids, cand_changed = [], [], []

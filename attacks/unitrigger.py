@@ -40,9 +40,9 @@ from advseq.token_search import (
     exact_scores,
     exact_slot_scores,
     forbidden_mask,
+    id_matrix,
     losses_from_probs,
-    one_hot,
-    one_hot_slots,
+    slot_ids,
 )
 
 _STATE_FILE = "unitrigger.json"   #: the learned trigger(s), for the shards of a run
@@ -75,7 +75,6 @@ class UniversalTriggerAttack(Attack):
 
     def prepare(self, train: Dataset, threat: ThreatModel, spec: AttackSpec) -> None:
         vocab = threat.vocab
-        V = len(vocab)
         forbidden = forbidden_mask(vocab)
         tasks = [spec.task(u) for u in train if spec.targets(u)]
         if not tasks:
@@ -96,8 +95,8 @@ class UniversalTriggerAttack(Attack):
             hist = [tasks[i].history for i in idx]
             targets = np.array([tasks[i].target for i in idx], dtype=np.float64)
             seqs = [bases[i] + trigger for i in idx]
-            x, lengths = one_hot(seqs, V, max(map(len, seqs)))
-            probs, grad = threat.gradient(hist, x, lengths, targets.tolist())
+            ids, lengths = id_matrix(seqs, max(map(len, seqs)))
+            probs, grad = threat.token_gradient(hist, ids, lengths, targets.tolist())
             current = float(losses_from_probs(probs, targets).mean())
             # Average gradient at each trigger position (positions differ per user).
             g = torch.stack([grad[n, len(bases[i]):len(bases[i]) + k] for n, i in enumerate(idx)]).mean(0)
@@ -176,7 +175,6 @@ class UniversalTriggerAttack(Attack):
         scores the ``candidates`` best per position exactly on the batch (all K posts in
         place) and keeps the best change."""
         vocab = threat.vocab
-        V = len(vocab)
         forbidden = forbidden_mask(vocab)
         bases = [[p.ids for p in row] for row in self._slot_bases(tasks, threat, k_max)]
         init_id = vocab.token_id(self.init)
@@ -191,8 +189,8 @@ class UniversalTriggerAttack(Attack):
             hist = [tasks[i].history for i in idx]
             targets = np.array([tasks[i].target for i in idx], dtype=np.float64)
             seqs = [[b + t for b, t in zip(bases[i], triggers, strict=True)] for i in idx]
-            x, lengths = one_hot_slots(seqs, V, max(len(s) for row in seqs for s in row))
-            probs, grad = threat.gradient(hist, x, lengths, targets.tolist())
+            ids, lengths = slot_ids(seqs, max(len(s) for row in seqs for s in row))
+            probs, grad = threat.token_gradient(hist, ids, lengths, targets.tolist())
             current = float(losses_from_probs(probs, targets).mean())
             cands = []
             for k in range(k_max):

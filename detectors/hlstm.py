@@ -23,6 +23,8 @@ from advseq.neural import NeuralDetector, PostBatch, SequenceModule
 
 
 class HierarchicalLSTM(SequenceModule):
+    length_sliced = True        # the post LSTM stops at the longest post of a call
+
     def __init__(self, vocab_size: int, emb_dim: int, post_hidden: int, seq_hidden: int,
                  max_posts: int, dropout: float) -> None:
         super().__init__()
@@ -41,6 +43,19 @@ class HierarchicalLSTM(SequenceModule):
 
     def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
         _, (h, _) = self.seq_lstm(post_vecs)
+        feats = torch.cat([post_vecs.flatten(1), h[-1]], dim=1)
+        return self.head(self.drop(feats)).squeeze(-1)
+
+    def prefix_state(self, post_vecs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence LSTM's (h, c) after the first slots, ``[B, seq_hidden]`` each."""
+        _, (h, c) = self.seq_lstm(post_vecs)
+        return h[0], c[0]
+
+    def classify_from(self, state: tuple[torch.Tensor, torch.Tensor], post_vecs: torch.Tensor,
+                      batch: PostBatch, new: int) -> torch.Tensor:
+        """:meth:`classify` with the sequence LSTM run over the last ``new`` slots only."""
+        h0, c0 = state
+        _, (h, _) = self.seq_lstm(post_vecs[:, -new:], (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
         feats = torch.cat([post_vecs.flatten(1), h[-1]], dim=1)
         return self.head(self.drop(feats)).squeeze(-1)
 

@@ -232,3 +232,95 @@ def test_hotflip_allowed_tokens_are_respected(detectors, histories) -> None:
         flipped = encode_post(o.post, det.vocab_, 8).ids
         changed = [b for a, b in zip(p.ids, flipped, strict=True) if a != b]
         assert set(changed) <= {5 + n % 3}
+
+
+# ---- the faster query paths (ADVSEQ_FAST_QUERIES): kept sequence state, token gradients --
+
+def full_forward_probs(det, histories, ids, lengths) -> torch.Tensor:
+    """P(malicious) of the posts of ``ids`` appended as real posts, by the whole forward
+    pass (no cache, no kept state)."""
+    with history_cache.switched(False, fast=False):
+        return torch.sigmoid(det.token_post_logits(histories, ids, lengths))
+
+
+@pytest.mark.parametrize("K", [1, 2, 7])
+def test_hlstm_runs_only_the_new_slots_and_matches_the_full_forward(detectors, histories, K: int,
+                                                                    monkeypatch) -> None:
+    det = detectors["hlstm"]
+    assert det.module_.keeps_state
+    rng = random.Random(K)
+    rows = [encode_post(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))), det.vocab_, 8).ids
+            for _ in range(len(histories) * K)]
+    ids, lengths = id_matrix(rows, 8)
+    ids, lengths = ids.view(len(histories), K, 8), lengths.view(len(histories), K)
+    calls = []
+    full = type(det.module_).classify
+    monkeypatch.setattr(type(det.module_), "classify", lambda self, *a: calls.append(1) or full(self, *a))
+    ref = full_forward_probs(det, histories, ids, lengths)
+    assert calls                                     # the full forward classifies the window
+    calls.clear()
+    for _ in range(2):                               # building the state, then reusing it
+        with history_cache.switched(True, fast=True):
+            fast = torch.sigmoid(det.token_post_logits(histories, ids, lengths))
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    R = min(K, det.max_posts)
+    assert bool(calls) == (det.max_posts == R)       # a window of new posts only has no prefix
+    _, _, state = det._query_cache().windows(histories, K, states=True)
+    assert (state is None) == (det.max_posts == R)
+
+
+@pytest.mark.parametrize("name", ["cnn", "ties", "transformer", "ensemble"])
+def test_other_detectors_classify_the_whole_window(detectors, histories, name: str) -> None:
+    """No kept state where the classifier reads every slot (attention, time gaps, GRU
+    without the hook): the generic fallback, with the same probabilities."""
+    det = detectors[name]
+    members = det.members_ if name == "ensemble" else [det]
+    for m in members:
+        assert not m.module_.keeps_state
+        assert m._query_cache().windows(histories, 1, states=True)[2] is None
+    rng = random.Random(3)
+    rows = [encode_post(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))), det.vocab_, 8).ids
+            for _ in histories]
+    ids, lengths = id_matrix(rows, 8)
+    with history_cache.switched(True, fast=True):
+        fast = torch.sigmoid(det.token_post_logits(histories, ids, lengths))
+    torch.testing.assert_close(fast, full_forward_probs(det, histories, ids, lengths), rtol=0, atol=1e-6)
+
+
+def test_posts_of_one_length_encoded_together_give_the_same_vectors(detectors) -> None:
+    g = torch.Generator().manual_seed(0)
+    for name in ("hlstm", "cnn"):
+        module = detectors[name].module_
+        lengths = torch.randint(1, 9, (40,), generator=g)
+        ids = torch.randint(5, len(detectors[name].vocab_), (40, 8), generator=g)
+        with torch.no_grad():
+            emb = module.embed_ids(ids)
+            assert torch.equal(history_cache.encode_by_length(module, emb, lengths), module.encode_posts(emb, lengths))
+    assert detectors["hlstm"].module_.length_sliced and not detectors["cnn"].module_.length_sliced
+
+
+@pytest.mark.parametrize("name", [*SMALL, "ensemble", "callable"])
+def test_token_gradient_is_the_one_hot_gradient(detectors, histories, name: str) -> None:
+    """ThreatModel.token_gradient gives gradient()'s numbers at the one-hot posts: through
+    the detector's token path, or (no token path: the ensemble, a wrapped detector) the
+    one-hot matrix."""
+    det = detectors["cnn" if name == "callable" else name]
+    if name == "callable":
+        det = CallableDetector(det.predict_proba, soft_post_logits=det.soft_post_logits, vocab=det.vocab_,
+                               max_post_tokens=8)
+    assert hasattr(det, "token_post_gradient") == (name in SMALL)
+    rng = random.Random(4)
+    rows = [[rng.randint(5, len(det.vocab_) - 1) for _ in range(rng.randint(1, 8))] for _ in range(len(histories) * 2)]
+    for K in (1, 2):
+        part = rows[: len(histories) * K]
+        ids, lengths = id_matrix(part, 8)
+        x, _ = one_hot(part, len(det.vocab_), 8)
+        if K == 2:
+            ids, lengths, x = ids.view(-1, 2, 8), lengths.view(-1, 2), x.view(len(histories), 2, 8, -1)
+        targets = [h.label for h in histories]
+        threat = ThreatModel(det, "white-box")
+        p_tok, g_tok = threat.token_gradient(histories, ids, lengths, targets)
+        p_ref, g_ref = threat.gradient(histories, x, lengths, targets)
+        np.testing.assert_allclose(p_tok, p_ref, rtol=0, atol=1e-7)
+        torch.testing.assert_close(g_tok, g_ref, rtol=0, atol=1e-7)
+        assert dict(threat.queries) == {h.user_id: 2 for h in histories}

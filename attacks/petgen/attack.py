@@ -156,7 +156,8 @@ class PETGENAttack(Attack):
         if not threat.has("gradient") and (s.attack or s.select):
             trainer_threat = self._ranker = self._surrogate(train)
         if self.generator is not None:
-            self.model_ = PETGEN.load(self.generator, **{k: getattr(s, k) for k in SAMPLING})
+            self.model_ = PETGEN.load(self.generator, device=s.device,   # where this attack runs
+                                      **{k: getattr(s, k) for k in SAMPLING})
             return
         # Generators are cached by everything they depend on, so a resumed run, another
         # deployed detector attacked through the same surrogate, or a later run reuse them.
@@ -188,16 +189,20 @@ class PETGENAttack(Attack):
 
     def _surrogate(self, train: Dataset) -> ThreatModel:
         """The attacker's own detector, trained on the users it may see (cached)."""
+        from advseq import registry
         from advseq.detector import create_detector, load_detector
+        from advseq.device import on_device
         from advseq.runtime import advseq_home
 
-        seed = surrogate_seed(self.seed)
+        seed, device = surrogate_seed(self.seed), self.settings.device
+        where = "" if device == "cpu" else "-" + device.replace(":", "")   # a GPU's apart
         path = advseq_home() / "cache" / "surrogates" / \
-            f"{train.checksum()[:16]}-{self.surrogate_detector}-{seed}"
+            f"{train.checksum()[:16]}-{self.surrogate_detector}-{seed}{where}"
         if (path / "config.json").exists():
-            det = load_detector(path)
+            det = load_detector(path, device=device)
         else:
-            det = create_detector(self.surrogate_detector, seed=seed).fit(train.users)
+            params = on_device(registry.detectors.get(self.surrogate_detector), {}, device)
+            det = create_detector(self.surrogate_detector, seed=seed, **params).fit(train.users)
             det.save(path)
         return ThreatModel(det, det.capabilities, surrogate=True)
 
@@ -245,7 +250,7 @@ class PETGENAttack(Attack):
             from attacks.petgen.naturalness import Naturalness
 
             m = self.model_
-            self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **(m.lm or {})),
+            self._natural = Naturalness(reference_lm(self._train, seed=m.seed, progress=False, **m.lm_params()),
                                         context=self.natural_context)
         return self._natural
 

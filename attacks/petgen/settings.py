@@ -82,6 +82,14 @@ class PETGENSettings(Configurable):
         self.seed = seed
         self.device = device
 
+    def lm_params(self) -> dict[str, Any]:
+        """The reference LM's settings: ``lm``, on PETGEN's ``device`` unless ``lm`` names one
+        (the CPU adds nothing, so the CPU's cached LM is the one it always was)."""
+        lm = dict(self.lm or {})
+        if self.device != "cpu":
+            lm.setdefault("device", self.device)
+        return lm
+
 
 #: Every PETGEN setting and its default, in the constructor's order.
 DEFAULTS: dict[str, Any] = {

@@ -89,7 +89,7 @@ def pretrain(model: PETGEN, train: Dataset, progress: bool | None) -> None:
         model.fit_info_["mle"] = json.loads((cache / "config.json").read_text())["fit_info"].get("mle")
         return
     torch.manual_seed(model.seed)
-    model.lm_ = copy.deepcopy(reference_lm(train, seed=model.seed, progress=progress, **(model.lm or {})))
+    model.lm_ = copy.deepcopy(reference_lm(train, seed=model.seed, progress=progress, **model.lm_params()))
     model.generator_ = PersonalizedGenerator(model.lm_.model_, model.n_prefix).to(model.lm_.torch_device)
     enc = model._encoder()
     examples = mle_examples(list(train), model.mle_positions)
@@ -152,7 +152,7 @@ def fit(model: PETGEN, train: Dataset, threat: ThreatModel, spec: AttackSpec | N
     if model.select:
         from advseq.lm import reference_lm
 
-        natural = Naturalness(reference_lm(train, seed=model.seed, progress=progress, **(model.lm or {})))
+        natural = Naturalness(reference_lm(train, seed=model.seed, progress=progress, **model.lm_params()))
     state = _AdversarialState(model, threat, tasks, spec, natural)
     history: list[dict[str, float]] = []
     selections: list[dict[str, float]] = []

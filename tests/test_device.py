@@ -73,6 +73,17 @@ def test_on_device_puts_the_device_where_a_class_takes_one() -> None:
         on_device(registry.attacks.get("petgen"), {"device": "cuda"}, "cpu")
 
 
+def test_petgen_trains_its_reference_lm_on_its_device() -> None:
+    from attacks.petgen.settings import PETGENSettings
+
+    settings = PETGENSettings(lm={"n_layer": 1})
+    assert settings.lm_params() == {"n_layer": 1}           # the CPU: the LM it always had
+    settings.device = "cuda"          # (set directly: constructing it on cuda needs a GPU)
+    assert settings.lm_params() == {"n_layer": 1, "device": "cuda"}
+    settings.lm = {"device": "cpu"}
+    assert settings.lm_params() == {"device": "cpu"}         # the LM's own device wins
+
+
 # ---- the command line --------------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "advseq", *args], capture_output=True, text=True,
@@ -185,6 +196,17 @@ def test_cuda_units_ask_for_a_gpu(demo: Any, tmp_path: Path) -> None:
     raw = matrix()
     raw["resources"] = {"num_gpus": 1}
     assert all(u.request["num_gpus"] == 0.0 for u in plan(load_config(raw, out=tmp_path / "r"), {"demo": demo}))
+
+
+def test_ray_tasks_of_a_gpu_unit_ask_for_the_gpu(demo: Any, tmp_path: Path) -> None:
+    ray_exec = pytest.importorskip("advseq.executors.ray_exec")
+    raw = matrix(shards=2)
+    raw["attacks"][0]["device"] = "cuda"
+    units = by_label(plan(load_config(raw, out=tmp_path / "r"), {"demo": demo}))
+    sharded = units["demo: hotflip (white-box) vs cnn"]
+    for part in sharded.parts():            # prepare, every shard, merge
+        assert ray_exec._options(sharded, part)["num_gpus"] == 1.0, part
+    assert ray_exec._options(units["demo: train cnn"], None)["num_gpus"] == 0.0
 
 
 def test_table_devices_and_the_override(demo: Any, tmp_path: Path) -> None:

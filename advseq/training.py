@@ -22,6 +22,14 @@ from advseq.metrics import classification_metrics
 from advseq.schema import Dataset, DataSplit
 from advseq.storage import replace_dir, scratch_dir_for
 
+#: oneDNN (torch's CPU convolutions) caches up to 1024 compiled primitives by default, one
+#: per input shape, each holding megabytes; training batches have ever new shapes (posts
+#: per batch, tokens per post), so one epoch over 100k users grew the cache by gigabytes
+#: (bench/results/scale.md). A small cache keeps the shapes that repeat and changes no
+#: number. Read once, at the first convolution of the process; a value set by the user wins.
+ONEDNN_CACHE_CAPACITY = "32"
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.json"
 MANIFEST_FILE = "manifest.json"

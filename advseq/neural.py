@@ -414,12 +414,13 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         return self._appended_logits(histories, self.module_.embed_ids(flat), lengths, K)
 
     def token_post_gradient(self, histories: Sequence[User], ids: torch.Tensor, lengths: torch.Tensor,
-                            target: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+                            target: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """P(malicious) and the gradient ``[B, (K,) T, V]`` of the cross-entropy toward
         ``target`` (``[B]``) at the one-hot posts of ``ids`` (as :meth:`token_post_logits`)
         without building them: one-hot rows embed to the rows of ``ids`` exactly, and the
         gradient is the embedded posts' gradient times the embedding matrix (the product
-        autograd forms on the soft path; rows past a post's end are zero)."""
+        autograd forms on the soft path; rows past a post's end are zero). Given token ids
+        ``columns``, only those tokens' entries are computed (the others are zero)."""
         self._check_fitted()
         one = ids.dim() == 2
         ids, lengths = _posts_form(len(histories), ids, lengths, None, "ids")
@@ -437,7 +438,12 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         valid = (torch.arange(T, device=flat.device)[None, :] < lengths[:, K - R:].reshape(-1, 1).to(flat.device))
         rows = valid.reshape(-1).nonzero().squeeze(1)
         grad = flat_grad.new_zeros(len(flat_grad), len(weight))
-        grad.index_copy_(0, rows, flat_grad.index_select(0, rows).mm(weight.t()))
+        if columns is None:
+            grad.index_copy_(0, rows, flat_grad.index_select(0, rows).mm(weight.t()))
+        else:
+            columns = columns.to(weight.device)
+            part = flat_grad.index_select(0, rows).mm(weight.index_select(0, columns).t())
+            grad[rows[:, None], columns[None, :]] = part
         grad = grad.view(B, R, T, -1)
         if R < K:                                      # slots the detector does not read
             grad = torch.cat([grad.new_zeros(B, K - R, T, grad.shape[-1]), grad], 1)

@@ -207,11 +207,13 @@ class ThreatModel:
         return self._soft_gradient(histories, soft_post, lengths, target)
 
     def token_gradient(self, histories: Sequence[User], ids: torch.Tensor, lengths: torch.Tensor,
-                       target: int | Sequence[int]) -> tuple[np.ndarray, torch.Tensor]:
+                       target: int | Sequence[int], *,
+                       columns: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """:meth:`gradient` at the one-hot posts of token ids (``[B, T]`` with lengths
         ``[B]``, or ``[B, K, T]`` with ``[B, K]``): the same numbers, without the one-hot
         matrix where the detector has a token path (``token_post_gradient``); one query per
-        user, white-box only."""
+        user, white-box only. ``columns`` (token ids) says which tokens' entries the caller
+        reads: a token path may leave the others zero."""
         import torch
 
         from advseq import history_cache
@@ -221,7 +223,7 @@ class ThreatModel:
         det = self._detector
         if hasattr(det, "token_post_gradient") and history_cache.fast():
             return det.token_post_gradient(histories, ids, lengths,  # type: ignore[attr-defined]
-                                           torch.as_tensor(target, dtype=torch.float32))
+                                           torch.as_tensor(target, dtype=torch.float32), columns)
         from advseq.post_tensors import one_hot_ids
 
         return self._soft_gradient(histories, one_hot_ids(ids, lengths, len(self.vocab)), lengths, target)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from advseq import history_cache
 from advseq.attack import AttackOutput, AttackTask
 from advseq.post_tensors import one_hot_ids
 from advseq.schema import User
@@ -72,8 +73,6 @@ def exact_scores(threat: ThreatModel, histories: Sequence[User], batch: Sequence
     """P(malicious) for each (history, id sequence) pair; one query per pair (the one-hot
     soft post's score, through the detector's token path), ``chunk`` pairs per call (by
     default 256; 64 with the faster query paths off, as before them)."""
-    from advseq import history_cache
-
     chunk = chunk or (256 if history_cache.fast() else 64)
     out = []
     for s in range(0, len(batch), chunk):
@@ -99,6 +98,11 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
     forbidden = forbidden_mask(vocab)
     targets = np.array([t.target for t in tasks], dtype=np.float64)
     allow = _stacked(allowed, max(len(p.ids) for p in posts), V) if allowed is not None and posts else None
+    if allow is not None:
+        per_post = [m.any(0).nonzero().squeeze(1) for m in allowed]      # tokens allowed somewhere
+
+        def allow_cols(rows: torch.Tensor) -> torch.Tensor:
+            return torch.cat([per_post[u] for u in rows.unique().tolist()])
     # Each beam: (ids tuple, changed positions tuple, loss, prob)
     p0 = exact_scores(threat, [t.history for t in tasks], [p.ids for p in posts])
     beams = [[(tuple(p.ids), (), float(losses_from_probs(p0[u:u + 1], targets[u:u + 1])[0]), float(p0[u]))]
@@ -113,12 +117,15 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
         flat = [(u, b) for u in active for b in beams[u]]
         hist = [tasks[u].history for u, _ in flat]
         ids, lengths = id_matrix([b[0] for _, b in flat], max(len(b[0]) for _, b in flat))
-        _, grad = threat.token_gradient(hist, ids, lengths, [tasks[u].target for u, _ in flat])
-        delta = _flip_deltas(grad, ids.to(grad.device), forbidden)
         T = ids.shape[1]
+        rows = torch.tensor([u for u, _ in flat])
+        columns = None
+        if allow is not None and history_cache.fast():         # only allowed and current tokens are read
+            columns = torch.cat([allow_cols(rows), ids.reshape(-1)]).unique()
+        _, grad = threat.token_gradient(hist, ids, lengths, [tasks[u].target for u, _ in flat], columns=columns)
+        delta = _flip_deltas(grad, ids.to(grad.device), forbidden)
         if allow is not None:                                   # tokens the caller allows
-            rows = torch.tensor([u for u, _ in flat], device=allow.device)
-            delta.masked_fill_(~allow.index_select(0, rows)[:, :T].to(delta.device), float("inf"))
+            delta.masked_fill_(~allow.index_select(0, rows.to(allow.device))[:, :T].to(delta.device), float("inf"))
         blocked = torch.arange(T)[None, :] >= lengths[:, None]  # beyond a post's end
         done_at = [(n, pos) for n, (_, b) in enumerate(flat) for pos in b[1]]
         if done_at:

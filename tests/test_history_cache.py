@@ -324,3 +324,23 @@ def test_token_gradient_is_the_one_hot_gradient(detectors, histories, name: str)
         np.testing.assert_allclose(p_tok, p_ref, rtol=0, atol=1e-7)
         torch.testing.assert_close(g_tok, g_ref, rtol=0, atol=1e-7)
         assert dict(threat.queries) == {h.user_id: 2 for h in histories}
+
+
+@pytest.mark.parametrize("name", ["hlstm", "cnn", "ensemble"])
+def test_hotflip_with_allowed_tokens_writes_the_same_posts_on_the_fast_paths(detectors, histories,
+                                                                            name: str) -> None:
+    """Refinement's search (allowed tokens per position, as PETGEN's): the gradient taken at
+    the allowed and current tokens only gives the posts of the full gradient."""
+    det = detectors[name]
+    tasks = [AttackSpec().task(User(h.user_id, 1, h.posts)) for h in histories if len(h.posts) >= 2][:10]
+    posts = [encode_post(t.history.posts[-1].text, det.vocab_, 8) for t in tasks]
+    g = torch.Generator().manual_seed(1)
+    allowed = [torch.rand(len(p.ids), len(det.vocab_), generator=g) < 0.4 for p in posts]
+    runs = []
+    for fast in (False, True):
+        with history_cache.switched(True, fast=fast):
+            threat = ThreatModel(det, "white-box")
+            outs = hotflip_search(tasks, posts, threat, max_flips=4, allowed=allowed)
+            runs.append(([o.post for o in outs], [o.info["surrogate_prob"] for o in outs], dict(threat.queries)))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=0, atol=1e-6)

@@ -141,14 +141,15 @@ class PETGEN(PETGENSettings):
         outputs: list[AttackOutput] = []
         runners_up: list[list[tuple[str, float]]] = []
         reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
-        for task, posts in zip(tasks, cands, strict=True):
-            posts = fresh(task, list(dict.fromkeys(posts)))     # no near copy of written posts
+        cands = [fresh(task, list(dict.fromkeys(posts))) for task, posts in zip(tasks, cands, strict=True)]
+        scored = _scored_together(tasks, cands, threat)
+        for n, (task, posts) in enumerate(zip(tasks, cands, strict=True)):
             left = threat.remaining(task.user_id)
             status = "ok"
             if threat.has("score"):
                 if left is not None and left < len(posts):
                     posts, status = posts[:max(1, left)], "budget_exhausted"
-                p = threat.score([task.with_post(c) for c in posts])
+                p = scored[n] if scored is not None else threat.score([task.with_post(c) for c in posts])
                 order = np.argsort(np.abs(p - task.target), kind="stable")
                 best = int(order[0])
                 runners_up.append([(posts[i], float(p[i])) for i in order[1:]])
@@ -214,3 +215,19 @@ class PETGEN(PETGENSettings):
         model.fit_info_ = config.get("fit_info", {})
         model._load_parts(path)
         return model
+
+
+def _scored_together(tasks: Sequence[AttackTask], cands: Sequence[Sequence[str]],
+                     threat: ThreatModel) -> list[np.ndarray] | None:
+    """Every task's candidates scored in one batch across users (one query each, as one
+    call per task charges them), where scores are granted, the faster query paths are on
+    (``ADVSEQ_FAST_QUERIES``) and every user can afford all its candidates; else None
+    (one call per task)."""
+    from advseq import history_cache
+
+    if not (threat.has("score") and history_cache.fast() and cands) or \
+            not all(threat.affordable([t.history], len(c))[0] for t, c in zip(tasks, cands, strict=True)):
+        return None
+    p = threat.score([t.with_post(c) for t, posts in zip(tasks, cands, strict=True) for c in posts])
+    bounds = np.cumsum([0, *map(len, cands)])
+    return [p[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

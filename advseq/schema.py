@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,10 @@ class Dataset:
     #: counts of users/posts dropped while loading (lenient mode only)
     skipped: dict[str, int] = field(default_factory=dict, repr=False)
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    #: (the users it was computed over, the checksum); users are immutable, so the same
+    #: user objects in the same order have the same checksum
+    _checksum: tuple[tuple[User, ...], str] | None = field(default=None, init=False, repr=False,
+                                                            compare=False)
 
     def __post_init__(self) -> None:
         self._index = {}
@@ -151,12 +156,20 @@ class Dataset:
 
     def checksum(self) -> str:
         """sha256 of the canonical content (ids, labels, posts): identical for the same
-        users whatever file format they were loaded from."""
+        users whatever file format they were loaded from. Computed once and kept while
+        ``users`` holds the same (immutable) user objects: pipelines ask for it several
+        times per unit, and on a large platform each pass costs seconds."""
+        if self._checksum is not None:
+            seen, digest = self._checksum
+            if len(seen) == len(self.users) and all(map(operator.is_, seen, self.users)):
+                return digest
         h = hashlib.sha256()
         for u in self.users:
             h.update(json.dumps(u.to_dict(), sort_keys=True, ensure_ascii=False).encode())
             h.update(b"\n")
-        return h.hexdigest()
+        digest = h.hexdigest()
+        self._checksum = (tuple(self.users), digest)
+        return digest
 
     def to_jsonl(self) -> Iterator[str]:
         """One JSON line per user; NaN or infinity raise ValueError rather than being

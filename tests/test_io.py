@@ -170,3 +170,23 @@ def test_petgen_pickle_matches_jsonl(wiki_path: Path, tmp_path: Path) -> None:
     assert from_pickle.user_ids == from_jsonl.user_ids
     out = save_jsonl(from_pickle, tmp_path / "users.jsonl")
     assert out.read_bytes() == wiki_path.read_bytes()
+
+
+def test_checksum_is_kept_and_follows_replaced_users(tiny: Dataset) -> None:
+    """The memoized checksum is the content's: a replaced, appended or removed user gives
+    the checksum a freshly built dataset of the same users has."""
+    from advseq.schema import Post, User
+
+    ds = Dataset(list(tiny.users), name="copy")
+    first = ds.checksum()
+    assert ds.checksum() == first == tiny.checksum()
+    u = ds.users[0]
+    ds.users[0] = User(u.user_id, 1 - u.label, u.posts)
+    assert ds.checksum() != first
+    assert ds.checksum() == Dataset(list(ds.users)).checksum()
+    ds.users[0] = u
+    assert ds.checksum() == first
+    ds.users.append(User("extra", 0, (Post("one more post"),)))
+    assert ds.checksum() == Dataset(list(ds.users)).checksum() != first
+    ds.users.pop()
+    assert ds.checksum() == first

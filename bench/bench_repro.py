@@ -122,6 +122,10 @@ def main() -> None:
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
                     help="compare two finished run folders instead of running the demo twice")
     ap.add_argument("--keep", action="store_true", help="keep the two run folders and homes")
+    ap.add_argument("--md", type=Path, metavar="FILE",
+                    help="with --compare: also write the comparison to FILE")
+    ap.add_argument("--title", default="Cold twice: the demo on two fresh ADVSEQ_HOMEs",
+                    help="the markdown heading")
     ap.add_argument("--lm", type=Path, metavar="DATA",
                     help="train DATA's reference LM twice on fresh homes and compare the weights")
     args = ap.parse_args()
@@ -144,9 +148,10 @@ def main() -> None:
     from advseq.manifest import cpu_model
 
     files, values, diffs = compare(a, b)
-    lines = ["# Cold twice: the demo on two fresh ADVSEQ_HOMEs", "",
-             "`python bench/bench_repro.py` runs `advseq demo` twice, each with an empty cache "
-             "folder, and compares every number (timings left out) and every written post.", "",
+    what = (f"`python bench/bench_repro.py --compare {a} {b}` compares two finished run folders"
+            if args.compare else "`python bench/bench_repro.py` runs `advseq demo` twice, each with "
+            "an empty cache folder, and compares") + " every number (timings left out) and every written post."
+    lines = [f"# {args.title}", "", what, "",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), "
              f"Python {platform.python_version()}",
              f"- compared: {files} result files, {values} values and posts",
@@ -157,6 +162,8 @@ def main() -> None:
         lines.append(f"    ... and {len(diffs) - 50} more")
     text = "\n".join(lines).rstrip() + "\n"
     print(text)
+    if args.compare and args.md:
+        args.md.write_text(text)
     if not args.compare:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "repro-demo.md").write_text(text)

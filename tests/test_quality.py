@@ -494,3 +494,55 @@ def test_the_attacks_that_write_with_a_quality_model_say_so() -> None:
                                                                         "lm-generic", "hotflip")}
     assert declared == {"llm": {"judge"}, "petgen": {"reference-lm"}, "malcom": {"reference-lm"},
                         "lm-generic": {"reference-lm"}, "hotflip": set()}
+
+
+def test_copy_flags_words_outside_the_corpus_and_index_reuse() -> None:
+    """Post words the corpus lacks still count in the post's word set; the corpus index
+    built for one corpus is never used for another."""
+    from advseq.quality import NEAR_COPY_JACCARD, bleu_tokens, copy_flags
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(10)]
+    corpora = [[" ".join(rng.choice(words[:k], rng.integers(2, 6))) for _ in range(300)] for k in (6, 8)]
+    posts = [" ".join(rng.choice(words, rng.integers(1, 6))) for _ in range(200)]
+    for corpus in [*corpora, corpora[0]]:
+        exact, near = copy_flags(posts, [[]] * len(posts), corpus)
+        sets = [set(bleu_tokens(c)) for c in corpus]
+        for i, p in enumerate(posts):
+            s = set(bleu_tokens(p))
+            assert near[i] == (exact[i] or any(len(s & c) / len(s | c) >= NEAR_COPY_JACCARD for c in sets))
+    assert copy_flags(["a b"], [[]], []) [1].tolist() == [False]
+    assert copy_flags(["a b"], [[]], [""])[0].tolist() == [False]
+
+
+class CountingJudge(FakeJudge):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def perplexity(self, texts):
+        self.texts.extend(texts)
+        return 7.0 + len(texts)
+
+
+def test_real_yardstick_is_computed_once_per_users_and_models() -> None:
+    data, split, records = report_setup()
+    judge, lm = CountingJudge(), FakeLM()
+    kw = dict(ref_lm=lm, judge=judge, topic_counts=(2,))
+    first = quality_report(records, data, split, AttackSpec(goal="flip"), **kw)
+    n_first = len(judge.texts)
+    other = [{**r, "post": f"another post {i}"} if r["post"] else r for i, r in enumerate(records)]
+    second = quality_report(other, data, split, AttackSpec(goal="flip"), **kw)
+    assert second["real"] == first["real"]
+    n_attack = sum(1 for r in other if r["post"] is not None and r["targeted"])
+    assert len(judge.texts) - n_first == n_attack          # only the new attack posts scored
+    # another judge object is another opinion: the yardstick is computed again
+    fresh = CountingJudge()
+    third = quality_report(other, data, split, AttackSpec(goal="flip"), ref_lm=lm, judge=fresh,
+                           topic_counts=(2,))
+    assert len(fresh.texts) == 2 * n_attack and third["real"] == first["real"]
+    # fewer users: another yardstick
+    drop = next(i for i, r in enumerate(other) if r["targeted"] and r["post"])
+    before = len(judge.texts)
+    fewer = quality_report(other[:drop] + other[drop + 1:], data, split, AttackSpec(goal="flip"), **kw)
+    assert len(judge.texts) - before == 2 * (n_attack - 1)  # its attack posts and its new yardstick
+    assert fewer["real"]["perplexity_judge"] == 7.0 + n_attack - 1

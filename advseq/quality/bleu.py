@@ -9,6 +9,7 @@ Tests check both against plain loops over NLTK.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -25,9 +26,15 @@ SMOOTHING_EPSILON = 0.1      #: NLTK SmoothingFunction().method1's default
 _TOKENIZER = Tokenizer()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(_TOKENIZER.tokenize(text))
+
+
 def bleu_tokens(text: str) -> list[str]:
-    """The tokens BLEU compares: advseq's tokenizer, lowercased."""
-    return _TOKENIZER.tokenize(text)
+    """The tokens BLEU compares: advseq's tokenizer, lowercased. Memoized: every quality
+    report tokenizes the same real posts and histories again."""
+    return list(_tokens(text))
 
 
 def _ngram_counts(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:

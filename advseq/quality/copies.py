@@ -3,8 +3,9 @@ and posts in which one word makes up most of the words."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,32 +50,74 @@ def is_near_copy(text: str, others: Sequence[str], *, threshold: float = NEAR_CO
     return False
 
 
+class _CorpusIndex:
+    """The copy keys of a corpus and their binary word vectors: built once per corpus and
+    reused by every call that checks posts against it (each quality report, each round of
+    an attack that keeps its posts apart from the training posts)."""
+
+    def __init__(self, corpus: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.seen = {_copy_key(t) for t in corpus}
+        docs = sorted(self.seen)
+        self.vec: Any = None
+        if docs:
+            try:
+                self.vec = CountVectorizer(binary=True, analyzer=str.split).fit(docs)
+            except ValueError:      # no word in any corpus post: nothing to be near
+                return
+            self.docs_t = self.vec.transform(docs).T.tocsr()
+            self.doc_len = np.asarray(self.docs_t.sum(0)).ravel()
+
+    def near_rows(self, keys: Sequence[str], threshold: float) -> np.ndarray:
+        """Per key: word-set Jaccard >= ``threshold`` with some corpus post? Words the
+        corpus lacks count in the key's size but can match nothing."""
+        hit = np.zeros(len(keys), dtype=bool)
+        if self.vec is None:
+            return hit
+        a = self.vec.transform(keys)
+        a_len = np.array([len(set(k.split())) for k in keys], dtype=np.int64)
+        for s in range(0, len(keys), 256):
+            inter = (a[s:s + 256] @ self.docs_t).tocoo()
+            union = a_len[s + inter.row] + self.doc_len[inter.col] - inter.data
+            jac = inter.data / np.maximum(union, 1)
+            hit[s + inter.row[jac >= threshold]] = True
+        return hit
+
+
+_CORPUS_INDEX: OrderedDict[tuple[int, int], tuple[tuple[str, ...], _CorpusIndex]] = OrderedDict()
+_CORPUS_INDEX_MAX = 4
+
+
+def _corpus_index(corpus: Sequence[str]) -> _CorpusIndex:
+    """The :class:`_CorpusIndex` of ``corpus``, kept for the last few corpora seen."""
+    texts = tuple(corpus)
+    key = (len(texts), hash(texts))
+    hit = _CORPUS_INDEX.get(key)
+    if hit is not None and hit[0] == texts:
+        _CORPUS_INDEX.move_to_end(key)
+        return hit[1]
+    index = _CorpusIndex(texts)
+    _CORPUS_INDEX[key] = (texts, index)
+    while len(_CORPUS_INDEX) > _CORPUS_INDEX_MAX:
+        _CORPUS_INDEX.popitem(last=False)
+    return index
+
+
 def copy_flags(posts: Sequence[str], histories: Sequence[Sequence[str]], corpus: Sequence[str], *,
                threshold: float = NEAR_COPY_JACCARD) -> tuple[np.ndarray, np.ndarray]:
     """Per post: is it an exact copy (same tokens, lowercased) of a post the writer could
     have seen — one of ``corpus`` (the training users' posts) or of its own user's earlier
     posts (``histories``) — and is it a near copy (word-set Jaccard >= ``threshold``)?
-    Exact copies are near copies too. Batched: one sparse product against the corpus."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
+    Exact copies are near copies too. Batched: one sparse product against the corpus,
+    whose index is built once per corpus."""
+    index = _corpus_index(corpus)
     keys = [_copy_key(p) for p in posts]
-    seen = {_copy_key(t) for t in corpus}
-    exact = np.array([bool(k) and (k in seen or any(k == _copy_key(h) for h in hist))
+    exact = np.array([bool(k) and (k in index.seen or any(k == _copy_key(h) for h in hist))
                       for k, hist in zip(keys, histories, strict=True)], dtype=bool)
     near = exact.copy()
-    docs = list(dict.fromkeys(seen))
-    if docs and any(keys):
-        vec = CountVectorizer(binary=True, analyzer=str.split).fit(docs + keys)
-        a, b = vec.transform(keys), vec.transform(docs)
-        a_len = np.asarray(a.sum(1)).ravel()
-        b_len = np.asarray(b.sum(1)).ravel()
-        for s in range(0, len(keys), 256):
-            inter = (a[s:s + 256] @ b.T).tocoo()
-            union = a_len[s + inter.row] + b_len[inter.col] - inter.data
-            jac = inter.data / np.maximum(union, 1)
-            hit = np.zeros(min(256, len(keys) - s), dtype=bool)
-            hit[inter.row[jac >= threshold]] = True
-            near[s:s + len(hit)] |= hit
+    if any(keys):
+        near |= index.near_rows(keys, threshold)
     for i, (k, hist) in enumerate(zip(keys, histories, strict=True)):
         if near[i] or not k:
             continue

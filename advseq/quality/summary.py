@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
@@ -163,6 +164,33 @@ class _CachedPerplexity:
         return math.exp(total / tokens)
 
 
+_REAL_CACHE: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, float | None]]] = OrderedDict()
+_REAL_CACHE_MAX = 16
+
+
+def _real_metrics(items: Sequence[QualityItem], refs: Sequence[str], leave_out: Sequence[int], *,
+                  topics: TopicModels, judge: Any | None, ref_lm: PerplexityModel | None,
+                  corpus: Sequence[str], seed: int) -> dict[str, float | None]:
+    """:func:`quality_metrics` of the real yardstick, memoized in-process: every attack
+    unit on the same detector's test users reports the same real posts against the same
+    references, corpus and models, so only the first computes it. Keyed by content; the
+    models (judge, reference LM, topics) by identity, held so that an id is not reused."""
+    models = (judge, getattr(ref_lm, "_lm", ref_lm), type(ref_lm), topics)
+    key = (tuple(items),
+           tuple(refs), tuple(leave_out), len(corpus), hash(tuple(corpus)), seed,
+           tuple(id(m) for m in models))
+    hit = _REAL_CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], models, strict=True)):
+        _REAL_CACHE.move_to_end(key)
+        return dict(hit[1])
+    out = quality_metrics(items, refs, leave_out=leave_out, topics=topics, judge=judge,
+                          ref_lm=ref_lm, corpus=corpus, seed=seed)
+    _REAL_CACHE[key] = (models, dict(out))
+    while len(_REAL_CACHE) > _REAL_CACHE_MAX:
+        _REAL_CACHE.popitem(last=False)
+    return out
+
+
 def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: DataSplit,
                    spec: AttackSpec | None = None, *, seed: int = 0,
                    ref_lm: PerplexityModel | None = None, judge: bool | Any = True,
@@ -244,8 +272,8 @@ def quality_report(records: Sequence[dict[str, Any]], data: Dataset, split: Data
         lm = _CachedPerplexity(lm)
     attack = quality_metrics(attack_items, refs, topics=topics, judge=judge_obj, ref_lm=lm,
                              corpus=corpus, seed=seed)
-    real = quality_metrics(real_items, refs, leave_out=leave_out, topics=topics, judge=judge_obj,
-                           ref_lm=lm, corpus=corpus, seed=seed)
+    real = _real_metrics(real_items, refs, leave_out, topics=topics, judge=judge_obj, ref_lm=lm,
+                         corpus=corpus, seed=seed)
     out = {"attack": attack, "real": real, "n_posts": len(attack_items),
            "topic_corpus": topics.corpus, "judge": judge_name, "notes": notes,
            "seconds": round(time.perf_counter() - t0, 3)}

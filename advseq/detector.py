@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from advseq.config import Configurable, build
-from advseq.errors import ConfigError
+from advseq.errors import CapabilityError, ConfigError
 from advseq.schema import User
 from advseq.storage import CONFIG_FILE, construct, read_model_config, write_model_config
 
@@ -56,6 +56,16 @@ class Detector(Configurable, ABC):
     @abstractmethod
     def predict_proba(self, users: Sequence[User]) -> np.ndarray:
         """P(malicious) for each user, shape ``[len(users)]``, batched internally."""
+
+    #: whether :meth:`fine_tune` can continue training a fitted detector (the torch
+    #: detectors); retraining's warm start (``fine_tune_epochs``) needs it
+    can_fine_tune: ClassVar[bool] = False
+
+    def fine_tune(self, train: Sequence[User], valid: Sequence[User] | None = None, *,
+                  epochs: int, progress: bool | None = None) -> Detector:
+        """Continue training on ``train`` for up to ``epochs`` epochs from what the
+        detector learned; only where :attr:`can_fine_tune`."""
+        raise CapabilityError(f"detector {self.name!r} cannot fine-tune: it trains from scratch only")
 
     def fingerprint(self) -> str:
         """A hash of the configuration and learned state: equal for the same trained model

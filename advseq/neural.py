@@ -17,8 +17,6 @@ recent post is always in the last slot, each cut to ``max_tokens`` tokens.
 
 from __future__ import annotations
 
-import copy
-import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
@@ -41,7 +39,7 @@ from advseq.post_tensors import (  # re-exported: detectors import them from her
     tensorize,
     time_deltas,
 )
-from advseq.schema import Dataset, User
+from advseq.schema import User
 from advseq.storage import (
     VOCAB_FILE,
     WEIGHTS_FILE,
@@ -207,85 +205,27 @@ class TorchDetector(Detector):
             raise ConfigError(f"{type(self).__name__} is not trained: call fit() or load()")
 
     # ---- training ----------------------------------------------------------------------
+    #: :meth:`fine_tune` continues training (advseq.torch_fit)
+    can_fine_tune = True
+
     def fit(self, train: Sequence[User], valid: Sequence[User] | None = None, *,
             checkpoint_dir: str | Path | None = None, progress: bool | None = None,
             **kwargs: Any) -> TorchDetector:
-        from advseq.metrics import classification_metrics
-        from advseq.progress import progress_bar
+        from advseq.torch_fit import train_loop
 
-        t0 = time.perf_counter()  # training time includes tokenising / embedding the posts
-        train = list(train)
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        if valid is None and self.valid_size > 0:
-            carved = Dataset(train, name="train").split(self.valid_size, seed=self.seed)
-            train, valid = list(carved.train), list(carved.test)
-        self._prepare(train)
-        device = self.torch_device
-        self.module_ = self.build_module().to(device)
-        data = self.tensorize(train)
-        vdata = self.tensorize(valid) if valid else None
-        y = data.labels.numpy()
-        pos_weight = None
-        if self.class_weight == "balanced" and y.sum() > 0:
-            pos_weight = torch.tensor((len(y) - y.sum()) / y.sum(), device=device)
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best: tuple[float, float] | None = None
-        best_state, best_epoch, history, bad = None, 0, [], 0
-        n = len(train)
-        with progress_bar(f"train {self.name}", self.epochs * n, enabled=progress) as bar:
-            for epoch in range(1, self.epochs + 1):
-                self.module_.train()
-                order = torch.from_numpy(rng.permutation(n))
-                total = 0.0
-                for start in range(0, n, self.batch_size):
-                    batch = self._augment(data.index(order[start:start + self.batch_size]), gen).to(device)
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(self.module_(batch), batch.labels)
-                    loss.backward()
-                    if self.grad_clip:
-                        nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-                    opt.step()
-                    total += float(loss.detach()) * len(batch.labels)
-                    bar.advance(len(batch.labels))
-                record: dict[str, Any] = {"epoch": epoch, "train_loss": round(total / n, 6)}
-                if vdata is not None:
-                    logits = self._logits(vdata)
-                    vloss = float(nn.functional.binary_cross_entropy_with_logits(
-                        logits, vdata.labels.to(logits.device)))
-                    vm = classification_metrics(vdata.labels.numpy(), torch.sigmoid(logits).cpu().numpy())
-                    record.update(valid_loss=round(vloss, 6), valid_auc=vm["roc_auc"], valid_f1=vm["f1"])
-                    score = ((vm["roc_auc"] or 0.0) if self.monitor == "auc" else -vloss, -vloss)
-                else:
-                    score = (float(epoch), 0.0)  # no validation: keep the last epoch
-                history.append(record)
-                bar.update(status=" ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
-                if best is None or score > best:
-                    best, best_epoch, bad = score, epoch, 0
-                    best_state = copy.deepcopy(self.module_.state_dict())
-                    if checkpoint_dir is not None:
-                        self.fit_info_ = {"best_epoch": epoch, "partial": True}
-                        self.save(checkpoint_dir)
-                else:
-                    bad += 1
-                    if bad >= self.patience:
-                        break
-        seconds = time.perf_counter() - t0
-        assert best_state is not None
-        self.module_.load_state_dict(best_state)
-        # A fitted detector is frozen: gradients flow through it (white-box attacks) but are
-        # never computed for its own weights, which would cost every attack step dearly.
-        self.module_.eval().requires_grad_(False)
-        epochs_run = len(history)
-        self.fit_info_ = {
-            "epochs": epochs_run, "best_epoch": best_epoch, "history": history,
-            "n_train": n, "n_valid": len(valid or []),
-            "train_seconds": round(seconds, 3),
-            "train_users_per_second": round(n * epochs_run / seconds, 2) if seconds else None,
-        }
-        return self
+        return train_loop(self, train, valid, epochs=self.epochs, fresh=True,
+                          checkpoint_dir=checkpoint_dir, progress=progress)
+
+    def fine_tune(self, train: Sequence[User], valid: Sequence[User] | None = None, *,
+                  epochs: int, progress: bool | None = None) -> TorchDetector:
+        """Continue training this fitted detector on ``train`` for up to ``epochs``
+        epochs (same optimiser settings, a fresh optimiser, early stopping as in
+        :meth:`fit`), keeping its vocabulary and starting from its weights: the warm start
+        of adversarial retraining (``advseq retrain --fine-tune-epochs``)."""
+        from advseq.torch_fit import train_loop
+
+        self._check_fitted()
+        return train_loop(self, train, valid, epochs=epochs, fresh=False, progress=progress)
 
     # ---- inference ---------------------------------------------------------------------
     @torch.no_grad()

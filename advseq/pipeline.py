@@ -52,6 +52,7 @@ Config (TOML)::
     attack = "petgen"
     rounds = 3
     # posts = 4                   # K, the posts the loop's attacker writes per user (default 1)
+    # fine_tune_epochs = 4        # warm start: rounds continue the last detector (default: from scratch)
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                     "spec": spec_k.to_dict(), "max_users": cfg.max_users}
             if rt.mode == "transfer":   # only then does the loop train the run's surrogate
                 conf["surrogate"] = {"detector": cfg.surrogate.detector, "params": cfg.surrogate.params}
+            if rt.fine_tune_epochs is not None:
+                conf["fine_tune_epochs"] = rt.fine_tune_epochs
             conf.update(device_part(cfg.device_of(rt)))
             key = unit_key("retrain", conf, checksum, cfg.seed)
             path = out / "retrain" / ds_cfg.folder / f"{det.folder}-{folder_name(rt.attack)}{k_part(rt.posts)}-{key}"
@@ -227,7 +230,8 @@ def plan(cfg: RunConfig, data: dict[str, Dataset], *, repair: bool = False) -> l
                  "seed": cfg.seed, "initial": rel(model_dirs[det.name]), "test_size": cfg.test_size,
                  "split_seed": cfg.split_seed, "detector_params": det.params, "attack_params": rt.params,
                  "spec": _spec_args(spec_k), "max_users": cfg.max_users,
-                 "surrogate": cfg.surrogate.detector, "surrogate_params": cfg.surrogate.params},
+                 "surrogate": cfg.surrogate.detector, "surrogate_params": cfg.surrogate.params,
+                 "fine_tune_epochs": rt.fine_tune_epochs},
                 [model_dirs[det.name]],
                 {"dataset": ds_cfg.name, "detector": det.name, "attack": rt.attack,
                  "rounds": rt.rounds, "mode": rt.mode, **posts_info(rt.posts)}, device=cfg.device_of(rt)))

@@ -24,6 +24,12 @@ holds), and each other training user with as many posts as a targeted user got (
 per user from the targeted users' counts, seeded), so the number of new posts cannot
 become the label signal either.
 
+With ``fine_tune_epochs`` = N the loop warm-starts: every round after 0 continues the
+round before's detector on the augmented set for up to N epochs (vocabulary and weights
+kept, :meth:`advseq.detector.Detector.fine_tune`) instead of training a new one from
+scratch on a set that grows by the training split every round. A platform hardening a
+deployed model would do the same; it makes a round cost a few epochs.
+
 In ``transfer`` mode the attacker trains its own ``surrogate`` detector (with
 ``surrogate_params``) on the training split and attacks that white-box.
 
@@ -93,8 +99,8 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
                  max_users: int | None = None, quality: bool = False,
                  initial: str | Path | None = None, surrogate: str = SURROGATE_DETECTOR,
                  surrogate_params: dict[str, Any] | None = None, repair: bool = False,
-                 posts: int | None = None, progress: bool | None = None,
-                 device: str | None = None) -> dict[str, Any]:
+                 posts: int | None = None, fine_tune_epochs: int | None = None,
+                 progress: bool | None = None, device: str | None = None) -> dict[str, Any]:
     """Run the loop; returns (and writes ``out/rounds.json``) the per-round table.
 
     ``initial``: a detector folder already trained with these settings on this split
@@ -102,6 +108,9 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     again; refused when its recorded split or settings differ. ``surrogate`` and
     ``surrogate_params``: the detector the attacker trains in ``transfer`` mode.
     ``posts``: K, the posts the attacker writes per user (default: the spec's, 1).
+    ``fine_tune_epochs``: warm start; each round after 0 continues the round before's
+    detector on the augmented set for up to this many epochs (``Detector.fine_tune``)
+    instead of training a new one from scratch (None, the default).
     ``device``: where its detectors and attacks run (:mod:`advseq.device`)."""
     from advseq.progress import progress_bar
 
@@ -130,6 +139,13 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     sur = {"detector": surrogate, "params": dict(surrogate_params or {})} if mode == "transfer" else None
     if sur is not None:   # recorded only where it matters: other loops keep their config
         config["surrogate"] = sur
+    if fine_tune_epochs is not None:
+        if fine_tune_epochs < 1:
+            raise ConfigError("fine_tune_epochs must be >= 1")
+        if not registry.detectors.get(detector).can_fine_tune:
+            raise CapabilityError(f"fine_tune_epochs: detector {detector!r} cannot fine-tune (it trains "
+                                  "from scratch only); leave fine_tune_epochs out")
+        config["fine_tune_epochs"] = fine_tune_epochs
     # Refuse bad settings, and a combination that cannot run, before anything is written.
     create_detector(detector, seed=seed, **detector_params)
     if sur is not None:
@@ -159,8 +175,12 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
             if (det_dir / METRICS_FILE).exists():
                 det = load_detector(det_dir, device=device)
             else:
-                det = create_detector(detector, seed=seed, **detector_params)
-                det.fit(train_users, progress=False)
+                if r > 0 and fine_tune_epochs is not None:
+                    det = load_detector(out / f"round_{r - 1}" / "detector", device=device)
+                    det.fine_tune(train_users, epochs=fine_tune_epochs, progress=False)
+                else:
+                    det = create_detector(detector, seed=seed, **detector_params)
+                    det.fit(train_users, progress=False)
                 clean = classification_metrics(split.test.labels, det.predict_proba(split.test.users))
                 clean.update(n_train=len(train_users), train_seconds=det.fit_info_.get("train_seconds"))
                 _save_detector(det, det_dir, data, split, clean,

@@ -94,7 +94,8 @@ ATTACK_KEYS: dict[str, Rule] = {
 }
 RETRAIN_KEYS: dict[str, Rule] = {"detector": Text(empty=True), "attack": Text(empty=True),
                                  "rounds": Int(1, 100), "mode": Choice(*THREAT_MODES), "params": Table(),
-                                 "posts": Int(1, MAX_POSTS), "device": res.DEVICE_KEY}
+                                 "posts": Int(1, MAX_POSTS), "fine_tune_epochs": Int(1, 100_000),
+                                 "device": res.DEVICE_KEY}
 #: top-level tables: name -> (is an array of tables, its keys)
 TABLES: dict[str, tuple[bool, dict[str, Rule]]] = {
     "run": (False, RUN_KEYS), "datasets": (True, DATASET_KEYS), "detectors": (True, DETECTOR_KEYS),
@@ -160,6 +161,7 @@ class RetrainCfg:
     params: dict[str, Any] = field(default_factory=dict)
     posts: int = 1                         #: K, the posts the loop's attacker writes per user
     device: str | None = None              #: where the loop runs (None: the run's)
+    fine_tune_epochs: int | None = None    #: warm start: rounds continue the last detector
 
 
 @dataclass
@@ -480,10 +482,12 @@ def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> Re
 
     rt = r.table(raw, "retrain", i)
     det = r.need(rt, "retrain", i, "detector")
-    labels = [d.name for d in cfg.detectors]
-    if det not in labels:
-        r.fail("retrain", i, "detector",
-               f"{det!r} is not one of the [[detectors]] ({', '.join(sorted(labels))})")
+    kinds = {d.name: d.detector for d in cfg.detectors}
+    if det not in kinds:
+        r.fail("retrain", i, "detector", f"{det!r} is not one of the [[detectors]] ({', '.join(sorted(kinds))})")
+    if "fine_tune_epochs" in rt and not registry.detectors.get(kinds[det]).can_fine_tune:
+        r.fail("retrain", i, "fine_tune_epochs", f"detector {kinds[det]!r} cannot fine-tune (it trains "
+                                                 "from scratch only); leave it out")
     atk = r.need(rt, "retrain", i, "attack")
     named = next((a for a in cfg.attacks if a.name == atk), None)
     kind = named.attack if named else atk
@@ -493,4 +497,4 @@ def _retrain(r: ConfigReader, raw: dict[str, Any], i: int, cfg: RunConfig) -> Re
         params = named.params
     r.params(cls, params, cfg.seed, "retrain", i, kind)
     return RetrainCfg(det, kind, int(rt.get("rounds", 3)), str(rt.get("mode", "white-box")), params,
-                      int(rt.get("posts", 1)), res.check_table_device(r, "retrain", i, rt))
+                      int(rt.get("posts", 1)), res.check_table_device(r, "retrain", i, rt), rt.get("fine_tune_epochs"))

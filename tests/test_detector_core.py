@@ -209,3 +209,28 @@ def test_ensemble_without_one_vocabulary_offers_no_gradient(tiny: Dataset) -> No
 def test_ensemble_bad_params(params: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         create_detector("ensemble", **params)
+
+
+@pytest.mark.parametrize("name", SOFT_DETECTORS)
+def test_fine_tune_continues_from_the_fitted_weights(tiny: Dataset, name: str, tmp_path: Path) -> None:
+    """fine_tune keeps the vocabulary and starts from the fitted weights (so one epoch of
+    it differs from one epoch of a fresh fit), then freezes the detector again."""
+    det = create_detector(name, seed=0, **SMALL[name]).fit(tiny.users, progress=False)
+    det.save(tmp_path / "m")
+    extra = [type(u)(f"{u.user_id}#x", u.label, (*u.posts, Post("a brand new word", None, 99.0, None)))
+             for u in tiny.users]
+    warm = load_detector(tmp_path / "m").fine_tune([*tiny.users, *extra], epochs=1, progress=False)
+    assert warm.fit_info_["fine_tuned"] and warm.fit_info_["epochs"] == 1
+    assert warm.vocab_.itos == det.vocab_.itos and "brand" not in warm.vocab_
+    fresh = create_detector(name, seed=0, **{**SMALL[name], "epochs": 1}).fit([*tiny.users, *extra],
+                                                                            progress=False)
+    assert not np.allclose(warm.predict_proba(tiny.users), fresh.predict_proba(tiny.users))
+    assert not np.array_equal(warm.predict_proba(tiny.users), det.predict_proba(tiny.users))
+    assert not any(p.requires_grad for p in warm.module_.parameters())
+
+
+def test_fine_tune_needs_the_capability(tiny: Dataset) -> None:
+    det = create_detector("tfidf-lr", seed=0).fit(tiny.users)
+    assert not type(det).can_fine_tune
+    with pytest.raises(CapabilityError, match="cannot fine-tune"):
+        det.fine_tune(tiny.users, epochs=1)

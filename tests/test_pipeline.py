@@ -189,3 +189,33 @@ def test_transfer_retrain_attacks_the_runs_surrogate(tmp_path: Path, monkeypatch
         saved = json.loads((tmp_path / "rt" / f"round_{r}" / "attack" / "surrogate" / "config.json").read_text())
         assert saved["detector"] == "cnn" and saved["params"]["filters"] == 8
         assert saved["params"]["seed"] == 1000               # surrogate_seed(0)
+
+
+def test_retrain_warm_start_fine_tunes_the_round_before(tmp_path: Path) -> None:
+    """fine_tune_epochs: round 1's detector continues round 0's (same vocabulary, marked
+    fine-tuned, at most N epochs) on the augmented users; the setting is recorded."""
+    ds = load_dataset(demo_data())
+    params = {"epochs": 2, "emb_dim": 16, "filters": 8, "seq_hidden": 8, "max_posts": 8, "max_tokens": 16}
+    res = retrain_loop(ds, "cnn", "copycat", tmp_path / "rt", rounds=1, seed=0, detector_params=params, max_users=16,
+                       mode="score", fine_tune_epochs=1, progress=False)
+    assert res["config"]["fine_tune_epochs"] == 1
+    r0, r1 = (json.loads((tmp_path / "rt" / f"round_{r}" / "detector" / "config.json").read_text())
+              for r in (0, 1))
+    assert r1["fit_info"]["fine_tuned"] and r1["fit_info"]["epochs"] == 1
+    assert "fine_tuned" not in r0["fit_info"]
+    vocab = [(tmp_path / "rt" / f"round_{r}" / "detector" / "vocab.json").read_text() for r in (0, 1)]
+    assert vocab[0] == vocab[1]
+    assert res["rounds"][1]["n_train"] > res["rounds"][0]["n_train"]
+
+
+def test_retrain_warm_start_refused_where_the_detector_cannot(tmp_path: Path) -> None:
+    from advseq.errors import CapabilityError
+
+    ds = load_dataset(demo_data())
+    with pytest.raises(CapabilityError, match="cannot fine-tune"):
+        retrain_loop(ds, "tfidf-lr", "copycat", tmp_path / "rt", rounds=1, mode="score",
+                     fine_tune_epochs=2, progress=False)
+    assert not (tmp_path / "rt").exists()
+    cfg = CONFIG + '\n[[retrain]]\ndetector = "tfidf-lr"\nattack = "copycat"\nmode = "score"\nfine_tune_epochs = 2\n'
+    with pytest.raises(ConfigError, match=r"\[\[retrain\]\] #1 fine_tune_epochs: detector 'tfidf-lr' cannot fine-tune"):
+        load_config(write_config(tmp_path, cfg))

@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         max_users: Annotated[int | None, typer.Option(help="Evaluate on a stratified sample of N test users.")] = None,
         quality: Annotated[bool, typer.Option(help="Text-quality metrics for each round's attack.")] = False,
         posts: Annotated[int, typer.Option("--posts", help="K, the posts the attacker writes per user (1 to 64): each round's test attack reports evasion after each k.")] = 1,
+        fine_tune_epochs: Annotated[int | None, typer.Option("--fine-tune-epochs", min=1, help="Warm start: each round continues the round before's detector on the augmented users for up to N epochs instead of training a new one from scratch (torch detectors).")] = None,
         initial: Annotated[Path | None, typer.Option(help="Use this detector folder (from `advseq train` with the same settings and seed) as round 0 instead of training it again.")] = None,
         device: Annotated[str | None, DeviceOpt] = None,
         progress: Annotated[bool | None, ProgressOpt] = None,
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
                            detector_params=parse_params(detector_param), attack_params=parse_params(param),
                            spec=AttackSpec(goal=goal.value, placement=placement.value, posts=posts),
                            max_users=max_users, quality=quality, initial=initial, progress=progress,
-                           device=device)
+                           fine_tune_epochs=fine_tune_epochs, device=device)
         table = Table(title=f"retraining {detector} against {attack} ({mode.value})", title_justify="left")
         from advseq.report.retraining import evasion_by_k_cell
 

@@ -164,6 +164,7 @@ def execute_unit(unit: UnitSpec, run_folder: str | Path, part: str | None = None
                             attack_params=a["attack_params"], spec=AttackSpec(**a["spec"]),
                             max_users=a["max_users"], surrogate=a["surrogate"],
                             surrogate_params=a["surrogate_params"], repair=unit.repair, progress=False,
+                            fine_tune_epochs=a.get("fine_tune_epochs"),
                             device=unit.device)
     raise ConfigError(f"unit {unit.label!r}: unknown kind {unit.kind!r} (one of {', '.join(KINDS)})")
 

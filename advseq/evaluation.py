@@ -19,15 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from advseq import registry
 from advseq.attack import AttackSpec, create_attack
@@ -35,7 +31,7 @@ from advseq.detector import Detector, load_detector
 from advseq.device import on_device
 from advseq.errors import CapabilityError, ConfigError
 from advseq.manifest import build_manifest
-from advseq.metrics import classification_metrics
+from advseq.records import one_post_records, posts_records, summarize
 from advseq.resume import (
     ResultsFile,
     check_meta,
@@ -289,7 +285,7 @@ def attack_batches(run: AttackRun, batches: Sequence[list[int]], *, out: Path,
             users = [test[i] for i in idx]
             targeted = [u for u in users if spec.targets(u)]
             tasks = [spec.task(u) for u in targeted]
-            one_batch = _posts_batch if spec.posts > 1 else _one_post_batch
+            one_batch = posts_records if spec.posts > 1 else one_post_records
             batch_records = one_batch(run.atk, users, [clean[i] for i in idx], tasks, run.threat,
                                       run.deployed, spec, threshold)
             n_success += sum(r["success"] for r in batch_records)
@@ -382,115 +378,3 @@ def _detector_class(surrogate: str | Path | None, name: str) -> type[Detector]:
     if surrogate is not None:
         name = read_config(Path(surrogate))["detector"]
     return registry.detectors.get(name)
-
-
-def _record(user: User, clean_prob: float, attacked_prob: float, spec: AttackSpec, threshold: float,
-            written: tuple[Any, Any] | None, queries: int, seconds: float) -> dict[str, Any]:
-    clean_pred = int(clean_prob >= threshold)
-    attacked_pred = int(attacked_prob >= threshold)
-    if spec.goal == "evasion":
-        eligible = user.label == 1 and clean_pred == 1
-        success = eligible and attacked_pred == 0
-    else:
-        eligible = clean_pred == user.label
-        success = eligible and attacked_pred != user.label
-    rec: dict[str, Any] = {
-        "user_id": user.user_id, "label": user.label, "targeted": written is not None,
-        "clean_prob": round(clean_prob, 6), "attacked_prob": round(attacked_prob, 6),
-        "clean_pred": clean_pred, "attacked_pred": attacked_pred,
-        "eligible": bool(eligible), "success": bool(success),
-        "flipped": clean_pred == user.label and attacked_pred != clean_pred,
-        "queries": int(queries), "seconds": round(seconds, 4) if written else 0.0,
-        "status": "not_targeted", "post": None, "context": None,
-    }
-    if written is not None:
-        task, output = written
-        rec.update(status=output.status, post=output.post, context=task.context)
-        if output.info:
-            rec["info"] = output.info
-    return rec
-
-
-def _one_post_batch(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
-                    threat: ThreatModel, deployed: Detector, spec: AttackSpec,
-                    threshold: float) -> list[dict[str, Any]]:
-    """The records of one batch of a one-post attack: its post for every task, scored
-    once on the deployed detector."""
-    t0 = time.perf_counter()
-    outputs = atk.run(tasks, threat) if tasks else []
-    seconds = time.perf_counter() - t0
-    if len(outputs) != len(tasks):
-        raise RuntimeError(f"attack {atk.name!r} returned {len(outputs)} posts for {len(tasks)} users")
-    written = {t.user_id: (t, o) for t, o in zip(tasks, outputs, strict=True)}
-    attacked_users = [written[u.user_id][0].with_post(written[u.user_id][1].post)
-                      if u.user_id in written else u for u in users]
-    after = deployed.predict_proba(attacked_users)
-    return [_record(u, p_clean, float(p_after), spec, threshold, written.get(u.user_id),
-                    threat.queries[u.user_id], seconds / max(1, len(tasks)))
-            for u, p_clean, p_after in zip(users, clean, after, strict=True)]
-
-
-def _posts_batch(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
-                 threat: ThreatModel, deployed: Detector, spec: AttackSpec,
-                 threshold: float) -> list[dict[str, Any]]:
-    """The records of one batch of a K-post attack (:mod:`advseq.multipost`): the
-    attack's posts for every task, the deployed detector's verdict after each post (all
-    users and posts in two calls), and the state after the last post."""
-    from advseq.multipost import (
-        check_written,
-        merged_output,
-        posts_fields,
-        score_states,
-        written_states,
-    )
-
-    t0 = time.perf_counter()
-    written = atk.write_posts(tasks, threat, spec) if tasks else []
-    seconds = time.perf_counter() - t0
-    check_written(atk.name, tasks, written, spec.posts)
-    posts = {t.user_id: [o.post for o in outs] for t, outs in zip(tasks, written, strict=True)}
-    states = {t.user_id: written_states(spec, t, posts[t.user_id]) for t in tasks}
-    first, probs = score_states(deployed, users, states)
-    merged = {t.user_id: (t, merged_output(outs)) for t, outs in zip(tasks, written, strict=True)}
-    batch = []
-    for u, p_clean, p_first in zip(users, clean, first, strict=True):
-        seq = probs.get(u.user_id, [float(p_first)])
-        rec = _record(u, p_clean, seq[-1], spec, threshold, merged.get(u.user_id),
-                      threat.queries[u.user_id], seconds / max(1, len(tasks)))
-        rec.update(posts_fields(rec, posts.get(u.user_id, []), seq if u.user_id in posts else [],
-                                spec.goal, threshold))
-        batch.append(rec)
-    return batch
-
-
-def summarize(records: Sequence[dict[str, Any]], *, spec: AttackSpec, config: dict[str, Any]) -> dict[str, Any]:
-    """Attack and detection metrics from the per-user records."""
-    if not records:
-        raise ConfigError("no users were scored")
-    labels = np.array([r["label"] for r in records])
-    clean = np.array([r["clean_prob"] for r in records])
-    after = np.array([r["attacked_prob"] for r in records])
-    targeted = [r for r in records if r["targeted"]]
-    detected = [r for r in records if r["label"] == 1 and r["clean_pred"] == 1]
-    queries = [r["queries"] for r in targeted]
-    seconds = sum(r["seconds"] for r in targeted)
-    status = Counter(r["status"] for r in targeted)
-    return {
-        "attack": config["attack"], "mode": config["mode"], "goal": spec.goal,
-        "placement": spec.placement, "detector": config["detector_name"],
-        "n_users": len(records), "n_targeted": len(targeted),
-        "n_eligible": sum(r["eligible"] for r in records),
-        "attack_success_rate": round(sum(r["flipped"] for r in records) / len(records), 6),
-        "evasion_rate": round(sum(r["attacked_pred"] == 0 for r in detected) / len(detected), 6)
-        if detected else None,
-        "goal_success_rate": round(sum(r["success"] for r in records) / max(1, sum(r["eligible"] for r in records)), 6),
-        "before": classification_metrics(labels, clean),
-        "after": classification_metrics(labels, after),
-        "queries_mean": round(statistics.mean(queries), 3) if queries else 0.0,
-        "queries_median": float(statistics.median(queries)) if queries else 0.0,
-        "budget": config["budget"],
-        "budget_exhausted": status.get("budget_exhausted", 0),
-        "failed": status.get("failed", 0),
-        "attack_seconds": round(seconds, 3),
-        "posts_per_second": round(len(targeted) / seconds, 3) if seconds else None,
-    }

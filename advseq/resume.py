@@ -132,8 +132,8 @@ def record_problem(rec: Any) -> str | None:
     if rec["targeted"]:
         if rec["status"] not in STATUSES:
             return f"field 'status': a targeted user's must be one of {', '.join(STATUSES)}"
-        if rec["post"] is None:
-            return "field 'post': a targeted user needs the written post"
+        if rec["post"] is None and rec["status"] != "failed":
+            return "field 'post': a targeted user needs the written post (None only when the attack failed)"
     elif rec["status"] != "not_targeted" or rec["post"] is not None:
         return "field 'status': a user who was not targeted has status 'not_targeted' and no post"
     return None

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from advseq.attack import AttackSpec, AttackTask, create_attack
+from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask, create_attack
 from advseq.candidates import copycat_posts, is_near_copy, own_posts
 from advseq.errors import ConfigError
 from advseq.schema import Post, User
@@ -320,3 +320,52 @@ def test_cli_posts(demo, cnn_dir, tmp_path) -> None:
     assert bad.exit_code == 2 and "posts (K) must be an integer from 1 to 64" in bad.output
     one = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "k1")])
     assert one.exit_code == 0 and "evasion after" not in one.output
+
+
+class _FailsAfter(Attack):
+    """Writes ``ok_posts`` posts per user, then fails with a fallback post."""
+
+    name = "fails-after-test"
+    requires = frozenset()
+
+    def __init__(self, ok_posts: int = 0, seed: int = 0) -> None:
+        self.ok_posts = ok_posts
+        self.seed = seed
+        self._calls: dict[str, int] = {}
+
+    def run(self, tasks, threat):  # type: ignore[no-untyped-def]
+        out = []
+        for t in tasks:
+            n = self._calls.get(t.user_id, 0)
+            self._calls[t.user_id] = n + 1
+            if n < self.ok_posts:
+                out.append(AttackOutput(f"my own words number {n} for {t.user_id}"))
+            else:
+                out.append(AttackOutput(t.user.posts[0].text, "failed", {"reason": "no usable candidate"}))
+        return out
+
+
+def test_a_failed_output_posts_nothing(demo, cnn_dir, tmp_path) -> None:
+    """A failed output's fallback is kept in the record but not posted: the user is scored
+    as before the attack, the quality report leaves it out, and a resumed run reads it."""
+    from advseq import registry
+
+    registry.attacks.register("fails-after-test", _FailsAfter)
+    s = _attack(demo, cnn_dir, "fails-after-test", tmp_path / "one", mode="score")
+    recs = [r for r in _records(tmp_path / "one") if r["targeted"]]
+    assert recs and s["failed"] == len(recs)
+    for r in recs:
+        assert r["post"] is None and r["status"] == "failed"
+        assert r["attacked_prob"] == r["clean_prob"] and not r["success"]
+        assert r["info"]["fallback_post"] == demo[r["user_id"]].posts[0].text
+    assert s["evasion_rate"] == 0.0
+    again = _attack(demo, cnn_dir, "fails-after-test", tmp_path / "one", mode="score", resume=True)
+    assert _untimed(again) == _untimed(s)
+    # K posts: the first failed post ends the user's sequence
+    s2 = _attack(demo, cnn_dir, "fails-after-test", tmp_path / "k", mode="score",
+                 spec=AttackSpec(posts=3), attack_params={"ok_posts": 1}, quality=True)
+    recs = [r for r in _records(tmp_path / "k") if r["targeted"]]
+    for r in recs:
+        assert len(r["posts"]) == len(r["probs"]) == 1 and r["status"] == "ok"
+        assert r["post"] == r["posts"][0] and r["info"]["ended"].startswith("post 2 failed")
+    assert s2["quality"]["n_posts"] == len(recs)

@@ -3,9 +3,9 @@ tokenizer, read in one pass.
 
 transformers can load a GGUF itself (``from_pretrained(..., gguf_file=...)``), but it
 parses the file's metadata three times (tokenizer, config, weights) and rebuilds gguf's
-tensor-name table once per module of the model: about 30 s on 2 cores for a 135M model
-whose tensors take 2 s to dequantize. This reader parses once and builds the name table
-once, with transformers' own pieces where the result must be the same: its key renames
+tensor-name table once per module of the model, which costs far more than dequantizing
+the tensors (bench/results/profile-demo.md). This reader parses once and builds the name
+table once, with transformers' own pieces where the result must be the same: its key renames
 (``GGUF_TO_TRANSFORMERS_MAPPING``), its tokenizer converter and config classes, and gguf's
 dequantization and name map. The llama rotary permutation of the query and key weights is
 undone as llama.cpp's converter applied it. ``tests/test_judge.py`` checks the result
@@ -77,7 +77,7 @@ def load_llama_gguf(path: Path) -> tuple[Any, Any]:
     names = get_tensor_name_map(MODEL_ARCH.LLAMA, config.num_hidden_layers)
     to_hf: dict[str, str] = {}
     for hf_name in model.state_dict():
-        stem, dot, suffix = hf_name.rpartition(".")
+        stem, _, suffix = hf_name.rpartition(".")
         gguf_name = names.get_name(stem)
         if gguf_name is not None:
             to_hf.setdefault(f"{gguf_name}.{suffix}", hf_name)

@@ -41,7 +41,7 @@ def posted(outputs: Sequence[AttackOutput]) -> list[str]:
 
 
 def user_record(user: User, clean_prob: float, attacked_prob: float, spec: AttackSpec, threshold: float,
-            written: tuple[Any, Any] | None, queries: int, seconds: float) -> dict[str, Any]:
+                written: tuple[Any, Any] | None, queries: int, seconds: float) -> dict[str, Any]:
     clean_pred = int(clean_prob >= threshold)
     attacked_pred = int(attacked_prob >= threshold)
     if spec.goal == "evasion":
@@ -70,8 +70,8 @@ def user_record(user: User, clean_prob: float, attacked_prob: float, spec: Attac
 
 
 def one_post_records(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
-                    threat: ThreatModel, deployed: Detector, spec: AttackSpec,
-                    threshold: float) -> list[dict[str, Any]]:
+                     threat: ThreatModel, deployed: Detector, spec: AttackSpec,
+                     threshold: float) -> list[dict[str, Any]]:
     """The records of one batch of a one-post attack: its post for every task, scored
     once on the deployed detector."""
     t0 = time.perf_counter()
@@ -89,8 +89,8 @@ def one_post_records(atk: Any, users: Sequence[User], clean: Sequence[float], ta
 
 
 def posts_records(atk: Any, users: Sequence[User], clean: Sequence[float], tasks: Sequence[Any],
-                 threat: ThreatModel, deployed: Detector, spec: AttackSpec,
-                 threshold: float) -> list[dict[str, Any]]:
+                  threat: ThreatModel, deployed: Detector, spec: AttackSpec,
+                  threshold: float) -> list[dict[str, Any]]:
     """The records of one batch of a K-post attack (:mod:`advseq.multipost`): the
     attack's posts for every task, the deployed detector's verdict after each post (all
     users and posts in two calls), and the state after the last post."""

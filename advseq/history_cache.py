@@ -94,20 +94,29 @@ def switched(on: bool, *, fast: bool | None = None) -> Iterator[None]:
         _enabled, _fast = before
 
 
-def encode_by_length(module: SequenceModule, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``module.encode_posts(emb, lengths)``; outside autograd, with the faster paths on and
-    a :attr:`~advseq.neural.SequenceModule.length_sliced` module, the posts of each length
+def encode_by_length(module: SequenceModule, lengths: torch.Tensor, *, emb: torch.Tensor | None = None,
+                     ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``module.encode_posts(emb, lengths)`` (or ``module.encode_ids(ids, lengths)``, given
+    token ids); outside autograd, with the faster paths on and a
+    :attr:`~advseq.neural.SequenceModule.length_sliced` module, the posts of each length
     are encoded together, so no step runs past a post's end (the same vectors)."""
-    if not (_fast and module.length_sliced and len(lengths) > 1) or (torch.is_grad_enabled() and emb.requires_grad):
-        return module.encode_posts(emb, lengths)
+    if ids is not None:
+        posts, encode = ids, module.encode_ids
+    elif emb is not None:
+        posts, encode = emb, module.encode_posts
+    else:
+        raise TypeError("encode_by_length needs emb or ids")
+    if not (_fast and module.length_sliced and len(lengths) > 1) or (torch.is_grad_enabled() and posts.requires_grad) \
+            or (ids is not None and module.packs_ids):
+        return encode(posts, lengths)
     sorted_len, order = torch.sort(lengths, stable=True)
     counts = torch.unique_consecutive(sorted_len, return_counts=True)[1].tolist()
     if len(counts) == 1:
-        return module.encode_posts(emb, lengths)
+        return encode(posts, lengths)
     parts, start = [], 0
     for n in counts:
         rows = order[start:start + n]
-        parts.append(module.encode_posts(emb.index_select(0, rows), lengths.index_select(0, rows)))
+        parts.append(encode(posts.index_select(0, rows), lengths.index_select(0, rows)))
         start += n
     vec = torch.cat(parts)
     return vec.new_empty(vec.shape).index_copy_(0, order, vec)
@@ -193,7 +202,7 @@ class HistoryCache:
                 ids[n, : len(tok)] = tok
                 lengths[n] = len(tok)
             ids, lengths = ids.to(self.device), lengths.to(self.device)
-            vec = encode_by_length(self.module, self.module.embed_ids(ids), lengths)
+            vec = encode_by_length(self.module, lengths, ids=ids)
             fresh.update(zip(part, vec.clone().unbind(0), strict=True))
         self.encoded += len(missing)
         self.reused += len(texts) - len(missing)

@@ -65,6 +65,9 @@ class SequenceModule(nn.Module):
     #: whether :meth:`encode_posts` reads each post only up to its length, so a post's vector
     #: does not depend on the other posts of a call (:func:`~advseq.history_cache.encode_by_length`)
     length_sliced: bool = False
+    #: whether :meth:`encode_ids` itself runs each post only to its end (posts of many
+    #: lengths in one call), so callers need not group posts by length for it
+    packs_ids: bool = False
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """``[M, T] -> [M, T, E]``."""
@@ -78,6 +81,12 @@ class SequenceModule(nn.Module):
     @abstractmethod
     def encode_posts(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[M, T, E]`` token embeddings (valid prefix of ``lengths``) -> ``[M, H]``."""
+
+    def encode_ids(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[M, T]`` token ids -> ``[M, H]``: :meth:`encode_posts` of their embeddings. A
+        module may encode ids faster outside autograd (the same vectors up to float
+        rounding)."""
+        return self.encode_posts(self.embed_ids(ids), lengths)
 
     @abstractmethod
     def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
@@ -106,8 +115,7 @@ class SequenceModule(nn.Module):
         B, P, T = batch.ids.shape
         flat = batch.mask.reshape(-1)
         where = flat.nonzero().squeeze(1)
-        vec = self.encode_posts(self.embed_ids(batch.ids.reshape(-1, T)[where]),
-                                batch.lengths.reshape(-1)[where])
+        vec = self.encode_ids(batch.ids.reshape(-1, T)[where], batch.lengths.reshape(-1)[where])
         out = vec.new_zeros(B * P, vec.shape[-1]).index_copy(0, where, vec)
         return out.view(B, P, -1)
 
@@ -339,7 +347,7 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         B, K, T, V = soft_post.shape
         R = min(K, self.max_posts)                    # the slots the detector reads
         soft = soft_post[:, K - R:].to(self.torch_device).reshape(B * R, T, V)
-        return self._appended_logits(histories, self.module_.embed_soft(soft), lengths, K)
+        return self._appended_logits(histories, lengths, K, emb=self.module_.embed_soft(soft))
 
     def token_post_logits(self, histories: Sequence[User], ids: torch.Tensor,
                           lengths: torch.Tensor) -> torch.Tensor:
@@ -351,7 +359,7 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         B, K, T = ids.shape
         R = min(K, self.max_posts)
         flat = ids[:, K - R:].to(self.torch_device).reshape(B * R, T)
-        return self._appended_logits(histories, self.module_.embed_ids(flat), lengths, K)
+        return self._appended_logits(histories, lengths, K, ids=flat)
 
     def token_post_gradient(self, histories: Sequence[User], ids: torch.Tensor, lengths: torch.Tensor,
                             target: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
@@ -370,7 +378,7 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         flat = ids[:, K - R:].to(self.torch_device).reshape(B * R, T)
         emb = self.module_.embed_ids(flat).detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = self._appended_logits(histories, emb, lengths, K)
+            logits = self._appended_logits(histories, lengths, K, emb=emb)
             tgt = target.to(dtype=logits.dtype, device=logits.device).expand_as(logits)
             loss = nn.functional.binary_cross_entropy_with_logits(logits, tgt, reduction="sum")
             (g_emb,) = torch.autograd.grad(loss, emb)
@@ -390,15 +398,18 @@ class NeuralDetector(TorchDetector, SoftPostDetector):
         probs = torch.sigmoid(logits).detach().cpu().double().numpy()
         return probs, grad[:, 0] if one else grad
 
-    def _appended_logits(self, histories: Sequence[User], emb: torch.Tensor, lengths: torch.Tensor,
-                         K: int) -> torch.Tensor:
-        """Logits with the embedded new posts ``emb`` (``[B * R, T, E]``, the R read slots
-        of K; ``lengths`` ``[B, K]``) after each history."""
-        B, P, T = len(histories), self.max_posts, emb.shape[1]
+    def _appended_logits(self, histories: Sequence[User], lengths: torch.Tensor, K: int, *,
+                         emb: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits with the new posts after each history, given embedded (``emb``,
+        ``[B * R, T, E]``) or as token ids (``ids``, ``[B * R, T]``): the R read slots of K,
+        ``lengths`` ``[B, K]``."""
+        posts = emb if emb is not None else ids
+        assert posts is not None
+        B, P, T = len(histories), self.max_posts, posts.shape[1]
         R = min(K, P)
         self.module_.eval()
         lengths = lengths[:, K - R:].to(self.torch_device).clamp(min=1, max=T)
-        new = history_cache.encode_by_length(self.module_, emb, lengths.reshape(-1)).view(B, R, -1)
+        new = history_cache.encode_by_length(self.module_, lengths.reshape(-1), emb=emb, ids=ids).view(B, R, -1)
         cache = self._query_cache()
         state = None
         if cache is not None:

@@ -9,8 +9,9 @@ first-order estimate of every substitution at once (:func:`hotflip_search`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,17 +151,8 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
             break
         probs = exact_scores(threat, cand_hist, cand_ids)
         losses = losses_from_probs(probs, targets[cand_users])
-        pools: dict[int, list] = {u: list(beams[u]) for u in active}
-        for u, ids, ch, loss, p in zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True):
-            pools[u].append((ids, ch, float(loss), float(p)))
-        for u in active:
-            seen, ranked = set(), []
-            for beam in sorted(pools[u], key=lambda b: b[2]):
-                if beam[0] not in seen:
-                    seen.add(beam[0])
-                    ranked.append(beam)
-            beams[u] = ranked[: beam_width]
-            done[u] = _reached(beams[u][0][3], targets[u])
+        _keep_best(beams, active, zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True),
+                   beam_width, targets, done)
     outputs = []
     for u, post in enumerate(posts):
         ids, changed, _, prob = beams[u][0]
@@ -168,6 +160,27 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
         outputs.append(AttackOutput(flipped.text(threat.vocab, changed), status[u],
                                     {"flips": len(changed), "surrogate_prob": round(prob, 6)}))
     return outputs
+
+
+def _keep_best(beams: list[list[Any]], active: Sequence[int], scored: Iterable[tuple[Any, ...]],
+               beam_width: int, targets: np.ndarray, done: list[bool]) -> None:
+    """One beam-search step's selection: each active user keeps the ``beam_width`` best
+    distinct states of its beams and its newly ``scored`` candidates (``(user, ids,
+    changed, loss, prob)``), lowest loss first. A user is done at the goal, and also when
+    its beams come out as they went in: the next step would take the same gradients and
+    score the same candidates (the search is deterministic), so it could only repeat."""
+    pools: dict[int, list[Any]] = {u: list(beams[u]) for u in active}
+    for u, ids, ch, loss, p in scored:
+        pools[u].append((ids, ch, float(loss), float(p)))
+    for u in active:
+        seen, ranked = set(), []
+        for beam in sorted(pools[u], key=lambda b: b[2]):
+            if beam[0] not in seen:
+                seen.add(beam[0])
+                ranked.append(beam)
+        stuck = [b[:2] for b in ranked[:beam_width]] == [b[:2] for b in beams[u]]
+        beams[u] = ranked[:beam_width]
+        done[u] = stuck or _reached(beams[u][0][3], targets[u])
 
 
 def _flip_deltas(grad: torch.Tensor, ids: torch.Tensor, forbidden: torch.Tensor) -> torch.Tensor:
@@ -318,17 +331,8 @@ def joint_search(tasks: Sequence[AttackTask], beams: list[list[Beam]], words: Se
             break
         probs = exact_slot_scores(threat, [tasks[u].history for u in cand_users], cand_ids)
         losses = losses_from_probs(probs, targets[cand_users])
-        pools: dict[int, list[Beam]] = {u: list(beams[u]) for u in active}
-        for u, ids, ch, loss, p in zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True):
-            pools[u].append((ids, ch, float(loss), float(p)))
-        for u in active:
-            seen, ranked = set(), []
-            for beam in sorted(pools[u], key=lambda b: b[2]):
-                if beam[0] not in seen:
-                    seen.add(beam[0])
-                    ranked.append(beam)
-            beams[u] = ranked[: beam_width]
-            done[u] = _reached(beams[u][0][3], targets[u])
+        _keep_best(beams, active, zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True),
+                   beam_width, targets, done)
     return beams
 
 

@@ -2,10 +2,11 @@
 the same attack on the same users, alternating (``--repeats`` times each), posts/s,
 queries/s and CPU seconds of each and their ratio. Writes bench/results/queries-<dataset>.md.
 
-``--compare cache`` (the history cache, advseq.history_cache, off then on) or
+``--compare cache`` (the history cache, advseq.history_cache, off then on),
 ``--compare fast`` (the default: the cache on, the faster query paths of
 ``ADVSEQ_FAST_QUERIES`` off then on — kept sequence state, token-id gradients, posts of
-one length encoded together, larger scoring chunks).
+one length encoded together, larger scoring chunks) or ``--compare gates`` (everything
+on, the hlstm's gate-table post encoder off then on).
 
     python bench/bench_queries.py --detector /tmp/h                   # HotFlip, K = 1
     python bench/bench_queries.py --detector /tmp/h --attack petgen   # end to end: generation,
@@ -31,6 +32,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,7 +40,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 SETTINGS = {"cache": ({"cache": False, "fast": False}, {"cache": True, "fast": False}),
-            "fast": ({"cache": True, "fast": False}, {"cache": True, "fast": True})}
+            "fast": ({"cache": True, "fast": False}, {"cache": True, "fast": True}),
+            "gates": ({"cache": True, "fast": True, "gates": False}, {"cache": True, "fast": True})}
+
+
+@contextmanager
+def hlstm_gates(on: bool):
+    """The hlstm's gate-table post encoder (``HierarchicalLSTM.encode_ids``) on, or off
+    (``nn.LSTM`` over the embedded ids, posts grouped by length, as before it)."""
+    from advseq.neural import SequenceModule
+    from detectors.hlstm import HierarchicalLSTM
+
+    saved = HierarchicalLSTM.encode_ids, HierarchicalLSTM.packs_ids
+    if not on:
+        HierarchicalLSTM.encode_ids, HierarchicalLSTM.packs_ids = SequenceModule.encode_ids, False
+    try:
+        yield
+    finally:
+        HierarchicalLSTM.encode_ids, HierarchicalLSTM.packs_ids = saved
 
 
 def _timed(fn, acc: dict, key: str):
@@ -56,7 +75,7 @@ def run_once(det, attack: str, params: dict, split, spec, batch_size: int, setti
     from advseq.attack import create_attack
     from advseq.threat import ThreatModel
 
-    with history_cache.switched(setting["cache"], fast=setting["fast"]):
+    with history_cache.switched(setting["cache"], fast=setting["fast"]), hlstm_gates(setting.get("gates", True)):
         det.__dict__.pop("_history_cache", None)          # every run starts cold
         threat = ThreatModel(det, "white-box")
         atk = create_attack(attack, **params)
@@ -99,7 +118,8 @@ def main() -> None:
                     "if it exists, else /tmp/h)")
     ap.add_argument("--attack", default="hotflip")
     ap.add_argument("--compare", choices=sorted(SETTINGS), default="fast",
-                    help="cache: the history cache off vs on; fast: the faster query paths off vs on")
+                    help="cache: the history cache off vs on; fast: the faster query paths off vs on; "
+                         "gates: the hlstm gate-table post encoder off vs on")
     ap.add_argument("--params", default="{}", help="attack parameters as JSON")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
@@ -133,7 +153,8 @@ def main() -> None:
     spec = AttackSpec()
     params = json.loads(args.params)
     old_set, new_set = SETTINGS[args.compare]
-    names = {"cache": ("cache off", "cache on"), "fast": ("before", "fast paths")}[args.compare]
+    names = {"cache": ("cache off", "cache on"), "fast": ("before", "fast paths"),
+             "gates": ("nn.LSTM", "gate table")}[args.compare]
     runs = []
     for _ in range(args.repeats):
         for name, setting in zip(names, (old_set, new_set), strict=True):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advseq import history_cache
 from advseq.config import DIM_MAX, Int
 from advseq.neural import NeuralDetector, PostBatch, SequenceModule
 
 
 class HierarchicalLSTM(SequenceModule):
     length_sliced = True        # the post LSTM stops at the longest post of a call
+    packs_ids = True            # encode_ids runs each post only to its end, in one call
 
     def __init__(self, vocab_size: int, emb_dim: int, post_hidden: int, seq_hidden: int,
                  max_posts: int, dropout: float) -> None:
@@ -40,6 +42,41 @@ class HierarchicalLSTM(SequenceModule):
         # Unpacked: faster than pack_padded_sequence on CPU at these sizes.
         out, _ = self.post_lstm(emb[:, : int(lengths.max())])
         return out[torch.arange(len(lengths), device=out.device), lengths - 1]
+
+    def encode_ids(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_posts` of the embedded ids. Outside autograd (eval mode, no
+        gradients, the faster query paths on) the post LSTM's input side is read from a
+        table of each token's gate inputs (embedding times input weights plus biases),
+        so a step is one gather and the recurrent product: the same vectors up to float
+        rounding, in about half the time of ``nn.LSTM`` on CPU."""
+        if self.training or torch.is_grad_enabled() or not history_cache.fast():
+            return super().encode_ids(ids, lengths)
+        lengths = torch.where(lengths > 0, lengths, int(lengths.max()))
+        sorted_len, order = torch.sort(lengths, descending=True, stable=True)
+        T = int(sorted_len[0])
+        x = self._gate_table.rows(self, ids.index_select(0, order)[:, :T])   # [M, T, 4H], longest first
+        w_hh = self._gate_table.w_hh
+        H, M = self.post_dim, len(ids)
+        # rows still running at step t: a prefix of the sorted rows (packed, as pack_padded_sequence)
+        running = (sorted_len[None, :] > torch.arange(T, device=ids.device)[:, None]).sum(1).tolist()
+        h, c = x.new_zeros(M, H), x.new_zeros(M, H)
+        for t, n in enumerate(running):
+            g = torch.addmm(x[:n, t], h[:n], w_hh)
+            s = torch.sigmoid(g[:, : 3 * H])                          # input, forget, output
+            c_n = torch.addcmul(s[:, H:2 * H] * c[:n], s[:, :H], torch.tanh(g[:, 3 * H:]))
+            h_n = s[:, 2 * H:] * torch.tanh(c_n)
+            if n == M:
+                h, c = h_n, c_n
+            else:
+                h, c = torch.cat([h_n, h[n:]]), torch.cat([c_n, c[n:]])
+        return h.new_empty(h.shape).index_copy_(0, order, h)
+
+    @property
+    def _gate_table(self) -> _GateTable:
+        table = self.__dict__.get("_gates")
+        if table is None or not table.serves(self):
+            table = self.__dict__["_gates"] = _GateTable(self)
+        return table
 
     def classify(self, post_vecs: torch.Tensor, batch: PostBatch) -> torch.Tensor:
         _, (h, _) = self.seq_lstm(post_vecs)
@@ -58,6 +95,49 @@ class HierarchicalLSTM(SequenceModule):
         _, (h, _) = self.seq_lstm(post_vecs[:, -new:], (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
         feats = torch.cat([post_vecs.flatten(1), h[-1]], dim=1)
         return self.head(self.drop(feats)).squeeze(-1)
+
+
+class _GateTable:
+    """The post LSTM's gate inputs per token, ``embedding[v] @ W_ih.T + b_ih + b_hh``
+    with the gates reordered (input, forget, output, cell), filled in fixed blocks of
+    token ids as calls first need them: a row's value does not depend on which call
+    asked first, so resumed runs read the same numbers. Valid while the weights it was
+    built from are unchanged (tensor identity and in-place versions)."""
+
+    BLOCK = 256
+
+    def __init__(self, module: HierarchicalLSTM) -> None:
+        self.key = self._key(module)
+        lstm = module.post_lstm
+        H = module.post_dim
+        self.order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]) \
+            .to(lstm.weight_ih_l0.device)
+        self.w_ih = lstm.weight_ih_l0.detach().index_select(0, self.order).t().contiguous()
+        self.bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().index_select(0, self.order)
+        self.w_hh = lstm.weight_hh_l0.detach().index_select(0, self.order).t().contiguous()
+        V = module.embedding.num_embeddings
+        self.table = self.w_ih.new_zeros(V, 4 * H)
+        self.filled = torch.zeros((V + self.BLOCK - 1) // self.BLOCK, dtype=torch.bool)
+
+    @staticmethod
+    def _key(module: HierarchicalLSTM) -> tuple:
+        lstm = module.post_lstm
+        params = (module.embedding.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, lstm.weight_hh_l0)
+        return tuple((id(p), p.data_ptr(), p._version) for p in params)
+
+    def serves(self, module: HierarchicalLSTM) -> bool:
+        return self._key(module) == self.key
+
+    def rows(self, module: HierarchicalLSTM, ids: torch.Tensor) -> torch.Tensor:
+        blocks = torch.unique(ids.reshape(-1).cpu() // self.BLOCK)
+        missing = blocks[~self.filled[blocks]].tolist()
+        weight = module.embedding.weight.detach()
+        V = len(weight)
+        for b in missing:
+            lo, hi = b * self.BLOCK, min(V, (b + 1) * self.BLOCK)
+            self.table[lo:hi] = torch.addmm(self.bias, weight[lo:hi], self.w_ih)
+            self.filled[b] = True
+        return self.table[ids]
 
 
 HLSTM_DEFAULTS = {"epochs": 15, "patience": 4, "dropout": 0.5, "valid_size": 0.2,

@@ -295,8 +295,34 @@ def test_posts_of_one_length_encoded_together_give_the_same_vectors(detectors) -
         ids = torch.randint(5, len(detectors[name].vocab_), (40, 8), generator=g)
         with torch.no_grad():
             emb = module.embed_ids(ids)
-            assert torch.equal(history_cache.encode_by_length(module, emb, lengths), module.encode_posts(emb, lengths))
+            assert torch.equal(history_cache.encode_by_length(module, lengths, emb=emb), module.encode_posts(emb, lengths))
     assert detectors["hlstm"].module_.length_sliced and not detectors["cnn"].module_.length_sliced
+
+
+def test_hlstm_gate_table_encodes_ids_as_the_lstm_does(detectors) -> None:
+    """The hlstm's gate-table encoder (posts of many lengths in one call) gives nn.LSTM's
+    vectors, serves only outside autograd, and is rebuilt once the weights change."""
+    import copy
+
+    g = torch.Generator().manual_seed(1)
+    module = copy.deepcopy(detectors["hlstm"].module_).eval()
+    lengths = torch.randint(1, 9, (50,), generator=g)
+    lengths[3] = 8
+    ids = torch.randint(1, len(detectors["hlstm"].vocab_), (50, 8), generator=g)
+
+    def lstm_vectors() -> torch.Tensor:
+        return module.encode_posts(module.embed_ids(ids), lengths)
+
+    with torch.no_grad(), history_cache.switched(True, fast=True):
+        torch.testing.assert_close(module.encode_ids(ids, lengths), lstm_vectors(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(history_cache.encode_by_length(module, lengths, ids=ids), lstm_vectors(),
+                                   rtol=0, atol=1e-6)
+        assert "_gates" in module.__dict__
+        module.post_lstm.weight_hh_l0.mul_(0.5)            # weights changed in place: a new table
+        module.embedding.weight[ids[0, 0]] += 1.0
+        torch.testing.assert_close(module.encode_ids(ids, lengths), lstm_vectors(), rtol=0, atol=1e-6)
+    with torch.enable_grad():                              # in autograd: the plain LSTM
+        assert torch.equal(module.encode_ids(ids, lengths), lstm_vectors())
 
 
 @pytest.mark.parametrize("name", [*SMALL, "ensemble", "callable"])

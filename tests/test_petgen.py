@@ -324,6 +324,26 @@ def test_natural_choice_keeps_every_success(trained: PETGEN, split, cnn_dir: Pat
     assert runs["auto"][0] == goal[0]
 
 
+def test_before_the_last_of_k_posts_a_miss_keeps_the_closest_post(trained: PETGEN, split, cnn_dir: Path) -> None:
+    """With more posts to come, a user the post does not make evade gets the candidate
+    closest to the goal (the next post starts from its verdict), not the most natural one
+    that the last (or only) post gets."""
+    runs = {}
+    for k in (1, 2):
+        spec = AttackSpec(posts=k)
+        tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:16]
+        attack = _attack_on(trained, split, candidates=8, refine_flips=2, refine_starts=2, choose="natural")
+        threat = ThreatModel(load_detector(cnn_dir), "white-box")
+        outs = attack.run(tasks, threat)
+        p = threat.score([t.with_post(o.post) for t, o in zip(tasks, outs, strict=True)])
+        runs[k] = (np.abs(p - np.array([t.target for t in tasks])), outs)
+    missed = runs[1][0] >= 0.5
+    assert any(o.info.get("natural_miss") for o in runs[1][1])    # else nothing is tested
+    assert not any(o.info.get("natural_miss") for o in runs[2][1])
+    assert (runs[2][0][missed] <= runs[1][0][missed] + 1e-5).all()
+    assert (runs[2][0][missed] < runs[1][0][missed] - 1e-5).any()
+
+
 def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> None:
     """Training's selection rounds offer the natural choice only candidates past the goal:
     on the deployed detector any that reach it, on a surrogate only those past it by

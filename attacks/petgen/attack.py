@@ -35,7 +35,10 @@ most fluent and closest in words to their own posts under the attacker's languag
 (:class:`~attacks.petgen.naturalness.Naturalness`) — not the one deepest past the
 threshold: success is the same, the text reads more like the user's. A refined post is
 kept only where it reaches the goal, and for a user whom no post makes evade the most
-natural candidate is posted rather than the closest. In transfer mode ``"auto"`` keeps
+natural candidate is posted rather than the closest — except before the last of K
+posts, where the next post starts from this one's verdict, so the closest candidate is
+kept (a refined post still only where it reaches the goal: refined posts that miss read
+worst). In transfer mode ``"auto"`` keeps
 the candidate closest to the goal on the surrogate, since a post barely past the
 surrogate's threshold transfers worse; ``choose="goal"`` keeps the closest everywhere.
 Training's best-of-k rounds (:meth:`attacks.petgen.trainer._AdversarialState.select_round`)
@@ -227,7 +230,8 @@ class PETGENAttack(Attack):
         of the one that came closest: a post that fails anyway should at least read like the
         user's. Every success stays as it was."""
         miss = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
-                if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)]
+                if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)
+                and not _more_to_come(t)]
         options = [[(outputs[i].post, float(outputs[i].info["score"])), *runners_up[i]] for i in miss]
         picks = natural.best([tasks[i] for i in miss], [[post for post, _ in o] for o in options])
         out = list(outputs)
@@ -315,6 +319,11 @@ class PETGENAttack(Attack):
                                   {**outputs[i].info, "refine_flips": r.info.get("flips", 0),
                                    "score": r.info.get("surrogate_prob")})
         return out
+
+
+def _more_to_come(task: AttackTask) -> bool:
+    """Whether the attacker writes more posts after this one for the user (K posts)."""
+    return task.slot + 1 < task.posts
 
 
 def _most_repeated_ids(ids: Sequence[int]) -> int:

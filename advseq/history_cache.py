@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -127,12 +127,16 @@ def weights_key(module: torch.nn.Module) -> tuple[Any, ...] | None:
     ``None`` where no cache may serve (training mode, or weights taking gradients)."""
     if module.training:
         return None
-    key = []
-    for p in module.parameters():
-        if p.requires_grad:
-            return None
-        key.append((id(p), p.data_ptr(), p._version))
-    return tuple(key)
+    params = list(module.parameters())
+    if any(p.requires_grad for p in params):
+        return None
+    return tensors_key(params)
+
+
+def tensors_key(tensors: Iterable[torch.Tensor]) -> tuple[Any, ...]:
+    """Each tensor's identity, storage and in-place version: equal keys mean the values
+    a cache derived from them still hold."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
 def _fingerprint(user: User) -> tuple[Any, ...]:

@@ -54,8 +54,9 @@ class HierarchicalLSTM(SequenceModule):
         lengths = torch.where(lengths > 0, lengths, int(lengths.max()))
         sorted_len, order = torch.sort(lengths, descending=True, stable=True)
         T = int(sorted_len[0])
-        x = self._gate_table.rows(self, ids.index_select(0, order)[:, :T])   # [M, T, 4H], longest first
-        w_hh = self._gate_table.w_hh
+        table = self._gate_table
+        x = table.rows(self, ids.index_select(0, order)[:, :T])   # [M, T, 4H], longest first
+        w_hh = table.w_hh
         H, M = self.post_dim, len(ids)
         # rows still running at step t: a prefix of the sorted rows (packed, as pack_padded_sequence)
         running = (sorted_len[None, :] > torch.arange(T, device=ids.device)[:, None]).sum(1).tolist()
@@ -110,11 +111,11 @@ class _GateTable:
         self.key = self._key(module)
         lstm = module.post_lstm
         H = module.post_dim
-        self.order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]) \
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]) \
             .to(lstm.weight_ih_l0.device)
-        self.w_ih = lstm.weight_ih_l0.detach().index_select(0, self.order).t().contiguous()
-        self.bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().index_select(0, self.order)
-        self.w_hh = lstm.weight_hh_l0.detach().index_select(0, self.order).t().contiguous()
+        self.w_ih = lstm.weight_ih_l0.detach().index_select(0, order).t().contiguous()
+        self.bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().index_select(0, order)
+        self.w_hh = lstm.weight_hh_l0.detach().index_select(0, order).t().contiguous()
         V = module.embedding.num_embeddings
         self.table = self.w_ih.new_zeros(V, 4 * H)
         self.filled = torch.zeros((V + self.BLOCK - 1) // self.BLOCK, dtype=torch.bool)
@@ -122,8 +123,8 @@ class _GateTable:
     @staticmethod
     def _key(module: HierarchicalLSTM) -> tuple:
         lstm = module.post_lstm
-        params = (module.embedding.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, lstm.weight_hh_l0)
-        return tuple((id(p), p.data_ptr(), p._version) for p in params)
+        return history_cache.tensors_key((module.embedding.weight, lstm.weight_ih_l0, lstm.bias_ih_l0,
+                                          lstm.bias_hh_l0, lstm.weight_hh_l0))
 
     def serves(self, module: HierarchicalLSTM) -> bool:
         return self._key(module) == self.key

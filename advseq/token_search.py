@@ -90,10 +90,12 @@ def losses_from_probs(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], threat: ThreatModel, *,
                    beam_width: int = 3, candidates: int = 10, max_flips: int = 5,
-                   allowed: Sequence[torch.Tensor] | None = None) -> list[AttackOutput]:
+                   allowed: Sequence[torch.Tensor] | None = None,
+                   give_up: float | None = None) -> list[AttackOutput]:
     """Beam search over word substitutions in ``posts`` (one per task), guided by the
     first-order estimate; ``allowed[u]`` (``[T, V]`` bools, optional) restricts which
-    tokens may be written at each position of post ``u``."""
+    tokens may be written at each position of post ``u``. ``give_up`` (a slack factor,
+    optional) stops a user's search once it is out of reach (:func:`out_of_reach`)."""
     vocab = threat.vocab
     V = len(vocab)
     forbidden = forbidden_mask(vocab)
@@ -109,8 +111,9 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
     beams = [[(tuple(p.ids), (), float(losses_from_probs(p0[u:u + 1], targets[u:u + 1])[0]), float(p0[u]))]
              for u, p in enumerate(posts)]
     done = [_reached(p0[u], targets[u]) for u in range(len(tasks))]
+    gaps = [[goal_gap(p0[u], targets[u])] for u in range(len(tasks))]
     status = ["ok"] * len(tasks)
-    for _ in range(max_flips):
+    for step in range(max_flips):
         active = [u for u in range(len(tasks)) if not done[u]]
         active = [u for u in active if _afford(threat, tasks[u], len(beams[u]) * (1 + candidates), status, u)]
         if not active:
@@ -153,6 +156,10 @@ def hotflip_search(tasks: Sequence[AttackTask], posts: Sequence[TokenPost], thre
         losses = losses_from_probs(probs, targets[cand_users])
         _keep_best(beams, active, zip(cand_users, cand_ids, cand_changed, losses, probs, strict=True),
                    beam_width, targets, done)
+        if give_up:
+            for u in active:
+                gaps[u].append(goal_gap(beams[u][0][3], targets[u]))
+                done[u] = done[u] or out_of_reach(gaps[u], max_flips - step - 1, give_up)
     outputs = []
     for u, post in enumerate(posts):
         ids, changed, _, prob = beams[u][0]
@@ -201,6 +208,29 @@ def _stacked(allowed: Sequence[torch.Tensor], length: int, vocab_size: int) -> t
     for u, mask in enumerate(allowed):
         out[u, : mask.shape[0]] = mask[:length].cpu()
     return out
+
+
+def goal_gap(prob: float, target: float) -> float:
+    """How far P(malicious) ``prob`` is from the verdict ``target``, in logits (the
+    detector's own scale, where flips add up): positive short of the 0.5 threshold,
+    negative past it."""
+    p = min(max(float(prob), 1e-7), 1 - 1e-7)
+    z = float(np.log(p / (1 - p)))
+    return -z if target else z
+
+
+def out_of_reach(gaps: Sequence[float], flips_left: int, slack: float) -> bool:
+    """Whether a greedy search is out of reach of its goal: ``gaps`` are its best state's
+    :func:`goal_gap` after each flip so far (the start first), and even ``slack`` times the
+    largest gain of its last two flips, made by each of the ``flips_left`` flips to come,
+    would not close the gap. A search's gains shrink as it goes (each step takes the best
+    flip left), so ``slack`` > 1 leaves room for a later flip that gains more than the
+    recent ones; it is a bound in practice, not in theory (docs/petgen.md has what it cut
+    and lost)."""
+    if len(gaps) < 2 or gaps[-1] <= 0:
+        return False
+    gain = max(gaps[j - 1] - gaps[j] for j in range(max(1, len(gaps) - 2), len(gaps)))
+    return gaps[-1] > slack * flips_left * max(gain, 0.0)
 
 
 def _reached(prob: float, target: float) -> bool:

@@ -6,7 +6,8 @@ queries/s and CPU seconds of each and their ratio. Writes bench/results/queries-
 ``--compare fast`` (the default: the cache on, the faster query paths of
 ``ADVSEQ_FAST_QUERIES`` off then on — kept sequence state, token-id gradients, posts of
 one length encoded together, larger scoring chunks) or ``--compare gates`` (everything
-on, the hlstm's gate-table post encoder off then on).
+on, the hlstm's gate-table post encoder off then on) or ``--compare give-up`` (PETGEN:
+refinement searching every start to the end, ``refine_give_up=0``, then the default).
 
     python bench/bench_queries.py --detector /tmp/h                   # HotFlip, K = 1
     python bench/bench_queries.py --detector /tmp/h --attack petgen   # end to end: generation,
@@ -41,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SETTINGS = {"cache": ({"cache": False, "fast": False}, {"cache": True, "fast": False}),
             "fast": ({"cache": True, "fast": False}, {"cache": True, "fast": True}),
-            "gates": ({"cache": True, "fast": True, "gates": False}, {"cache": True, "fast": True})}
+            "gates": ({"cache": True, "fast": True, "gates": False}, {"cache": True, "fast": True}),
+            "give-up": ({"cache": True, "fast": True, "params": {"refine_give_up": 0}}, {"cache": True, "fast": True})}
 
 
 @contextmanager
@@ -78,7 +80,7 @@ def run_once(det, attack: str, params: dict, split, spec, batch_size: int, setti
     with history_cache.switched(setting["cache"], fast=setting["fast"]), hlstm_gates(setting.get("gates", True)):
         det.__dict__.pop("_history_cache", None)          # every run starts cold
         threat = ThreatModel(det, "white-box")
-        atk = create_attack(attack, **params)
+        atk = create_attack(attack, **{**params, **setting.get("params", {})})
         atk.prepare(train, threat, spec)
         parts: dict[str, float] = {}
         if hasattr(atk, "model_") and hasattr(atk, "_refine"):     # PETGEN: its stages apart
@@ -105,7 +107,8 @@ def run_once(det, attack: str, params: dict, split, spec, batch_size: int, setti
     clean = dict(zip([u.user_id for u in test], det.predict_proba(test), strict=True))
     detected = [uid for uid in posts if clean[uid] >= 0.5]
     evaded = sum(1 for uid, p in zip(posts, after, strict=True) if uid in detected and p < 0.5)
-    return {**setting, "posts": len(posts), "seconds": seconds, "cpu": cpu, "queries": threat.total_queries,
+    return {**{k: v for k, v in setting.items() if k != "params"}, "posts": len(posts), "seconds": seconds,
+            "cpu": cpu, "queries": threat.total_queries,
             "posts_per_s": len(posts) / seconds, "queries_per_s": threat.total_queries / seconds,
             "evasion": evaded / max(1, len(detected)), "written": posts, "parts": parts,
             "after": dict(zip(posts, after.tolist(), strict=True)), **stats}
@@ -119,7 +122,8 @@ def main() -> None:
     ap.add_argument("--attack", default="hotflip")
     ap.add_argument("--compare", choices=sorted(SETTINGS), default="fast",
                     help="cache: the history cache off vs on; fast: the faster query paths off vs on; "
-                         "gates: the hlstm gate-table post encoder off vs on")
+                         "gates: the hlstm gate-table post encoder off vs on; give-up: PETGEN's "
+                         "refinement searching every start to the end (refine_give_up=0) vs its default")
     ap.add_argument("--params", default="{}", help="attack parameters as JSON")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
@@ -154,7 +158,7 @@ def main() -> None:
     params = json.loads(args.params)
     old_set, new_set = SETTINGS[args.compare]
     names = {"cache": ("cache off", "cache on"), "fast": ("before", "fast paths"),
-             "gates": ("nn.LSTM", "gate table")}[args.compare]
+             "gates": ("nn.LSTM", "gate table"), "give-up": ("every start to the end", "give up")}[args.compare]
     runs = []
     for _ in range(args.repeats):
         for name, setting in zip(names, (old_set, new_set), strict=True):

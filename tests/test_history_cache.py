@@ -18,7 +18,15 @@ from advseq.history_cache import HistoryCache
 from advseq.neural import tensorize
 from advseq.schema import Dataset, Post, User
 from advseq.threat import ThreatModel
-from advseq.token_search import encode_post, exact_scores, hotflip_search, id_matrix, one_hot
+from advseq.token_search import (
+    encode_post,
+    exact_scores,
+    goal_gap,
+    hotflip_search,
+    id_matrix,
+    one_hot,
+    out_of_reach,
+)
 
 COMMON = {"max_posts": 5, "max_tokens": 8, "epochs": 1, "batch_size": 8, "min_freq": 1, "valid_size": 0.0}
 SMALL = {
@@ -232,6 +240,36 @@ def test_hotflip_allowed_tokens_are_respected(detectors, histories) -> None:
         flipped = encode_post(o.post, det.vocab_, 8).ids
         changed = [b for a, b in zip(p.ids, flipped, strict=True) if a != b]
         assert set(changed) <= {5 + n % 3}
+
+
+def test_out_of_reach_bounds_the_flips_left_by_the_recent_gains() -> None:
+    assert goal_gap(0.5, 0) == pytest.approx(0.0, abs=1e-6)
+    assert goal_gap(0.73, 0) == pytest.approx(np.log(0.73 / 0.27)) == pytest.approx(goal_gap(0.27, 1))
+    assert goal_gap(0.4, 0) < 0 < goal_gap(0.4, 1)
+    # gap 1.0 left after gains of 0.3 and 0.1: 2 flips at 2 x 0.3 reach it, 1 flip does not
+    assert not out_of_reach([1.4, 1.1, 1.0], 2, 2.0)
+    assert out_of_reach([1.4, 1.1, 1.0], 1, 2.0)
+    assert out_of_reach([1.5, 1.2, 1.1, 1.0], 3, 2.0)    # the last two gains are 0.1 each
+    assert not out_of_reach([1.0], 9, 1.0)                # no flip yet: no gain measured
+    assert not out_of_reach([1.0, 0.2, -0.1], 0, 1.0)     # at the goal
+    assert out_of_reach([1.0, 1.0, 1.0], 9, 100.0)       # no gain: no slack helps
+
+
+def test_hotflip_search_gives_up_on_users_out_of_reach(detectors, histories) -> None:
+    det = detectors["hlstm"]
+    tasks = [AttackSpec().task(User(h.user_id, 1, h.posts)) for h in histories if len(h.posts) >= 2][:10]
+    posts = [encode_post(t.history.posts[-1].text, det.vocab_, 8) for t in tasks]
+
+    def search(give_up):
+        threat = ThreatModel(det, "white-box")
+        out = hotflip_search(tasks, posts, threat, beam_width=2, max_flips=6, give_up=give_up)
+        return [(o.post, o.info["flips"]) for o in out], threat.total_queries
+
+    full, q_full = search(None)
+    assert search(1e9) == (full, q_full)                 # a slack no search falls short of
+    quick, q_quick = search(1e-9)                         # every search short of the goal stops
+    assert q_quick < q_full
+    assert all(f <= 1 for _, f in quick)
 
 
 # ---- the faster query paths (ADVSEQ_FAST_QUERIES): kept sequence state, token gradients --

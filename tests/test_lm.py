@@ -13,7 +13,7 @@ from advseq.errors import ConfigError
 from advseq.lm import PostLM, post_pairs, reference_lm
 from advseq.runtime import advseq_home
 from advseq.schema import Dataset, Post, User
-from advseq.text import SPECIALS, Tokenizer
+from advseq.text import SPECIALS, Tokenizer, Vocabulary
 from tests.conftest import same_bits_every_call
 
 SMALL = dict(n_layer=1, n_embd=32, n_head=2, max_context_tokens=8, max_post_tokens=12,
@@ -263,3 +263,27 @@ def test_sampled_softmax_gradient_is_thread_order_free(monkeypatch: pytest.Monke
         return W.grad.clone()
 
     assert same_bits_every_call(grad)
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_write_as_alone(lm: PostLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.cache_utils import DynamicCache
+
+    contexts = ["page about fresh fish", None, "page about warm bread", "unseen words here"] * 6
+    ids, mask = lm.prefix(contexts)
+    uniforms = torch.rand(len(contexts), SMALL["max_post_tokens"], generator=torch.Generator().manual_seed(5),
+                          dtype=torch.float64)
+    bias = torch.zeros(len(contexts) // 2, len(lm.vocab_))
+    bias[::3, lm.vocab_.stoi["bread"]] = 2.0
+    kw = {"temperature": 1.5, "top_p": 0.95, "max_repeats": 2, "no_repeat_ngram": 2}
+    drops = []
+    select = DynamicCache.batch_select_indices
+    monkeypatch.setattr(DynamicCache, "batch_select_indices", lambda self, i: drops.append(len(i)) or select(self, i))
+    batch = lm.generate_ids(lm.embed(ids), mask, uniforms, bias=bias, **kw)
+    assert drops                                        # rows that wrote <eos> early left
+    monkeypatch.setattr(DynamicCache, "batch_select_indices", select)
+    ends = (batch == Vocabulary.eos_id).int().argmax(1)
+    assert len(set(ends.tolist())) > 2                  # posts of several lengths
+    for r in range(len(contexts)):
+        i, m = lm.prefix([contexts[r]])
+        alone = lm.generate_ids(lm.embed(i), m, uniforms[r:r + 1], bias=bias[r // 2: r // 2 + 1], **kw)
+        assert torch.equal(alone[0], batch[r]), r

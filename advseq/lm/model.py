@@ -331,32 +331,37 @@ class PostLM(Configurable):
                 raise ValueError(f"bias has {len(bias)} rows for {B} samples")
             bias = bias.to(device)[:, None]                     # [B / r, 1, V]
         tokens = torch.full((B, T), Vocabulary.pad_id, dtype=torch.long, device=device)
+        rows = torch.arange(B, device=device)     # the rows still writing; finished ones leave
         done = torch.zeros(B, dtype=torch.bool, device=device)
         for t in range(T):
             logits = model.lm_head(hidden).float()
             if temperature != 1.0:
                 logits.div_(temperature)
             if bias is not None:
-                logits.view(len(bias), -1, logits.shape[-1]).add_(bias)
+                logits.add_(bias[rows // (B // len(bias)), 0])
             logits.index_fill_(1, first if t == 0 else barred, -math.inf)
+            prev = tokens[rows, :t]
             if max_repeats and t >= max_repeats:
-                prev = tokens[:, :t]
-                full = (prev[:, :, None] == prev[:, None, :]).sum(-1) >= max_repeats   # [B, t]
-                rows, cols = full.nonzero(as_tuple=True)
-                logits[rows, prev[rows, cols]] = -math.inf
+                full = (prev[:, :, None] == prev[:, None, :]).sum(-1) >= max_repeats   # [b, t]
+                r, cols = full.nonzero(as_tuple=True)
+                logits[r, prev[r, cols]] = -math.inf
             n = no_repeat_ngram
             if n and t >= n:
-                prev = tokens[:, :t]
-                heads = prev.unfold(1, n - 1, 1)                  # [B, t - n + 2, n - 1]
-                hit = (heads[:, :-1] == prev[:, t - n + 1:].unsqueeze(1)).all(-1)   # [B, t - n + 1]
-                rows, starts = hit.nonzero(as_tuple=True)
-                logits[rows, prev[rows, starts + n - 1]] = -math.inf
-            tok = _nucleus(logits, uniforms[:, t], top_p).masked_fill(done, Vocabulary.pad_id)
-            tokens[:, t] = tok
+                heads = prev.unfold(1, n - 1, 1)                  # [b, t - n + 2, n - 1]
+                hit = (heads[:, :-1] == prev[:, t - n + 1:].unsqueeze(1)).all(-1)   # [b, t - n + 1]
+                r, starts = hit.nonzero(as_tuple=True)
+                logits[r, prev[r, starts + n - 1]] = -math.inf
+            tok = _nucleus(logits, uniforms[rows, t], top_p).masked_fill(done, Vocabulary.pad_id)
+            tokens[rows, t] = tok
             done |= tok == Vocabulary.eos_id
             if bool(done.all()) or t == T - 1:
                 break
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], 1)
+            if int(done.sum()) * 8 >= len(rows):    # drop the finished rows (their KV cache too)
+                keep = (~done).nonzero().squeeze(1)
+                rows, tok, mask, next_pos = rows[keep], tok[keep], mask[keep], next_pos[keep]
+                past.batch_select_indices(keep)
+                done = done[keep]
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], 1)
             out = model.transformer(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                                     past_key_values=past, use_cache=True)
             past, hidden = out.past_key_values, out.last_hidden_state[:, -1]

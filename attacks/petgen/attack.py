@@ -26,6 +26,9 @@ surrogate in transfer mode), the chosen post is refined by up to ``refine_flips`
 substitutions, each restricted to the ``refine_top_k`` words the generator itself ranks
 most likely at that position for this user. The ``refine_starts`` candidates the detector
 scores closest to the goal are refined side by side and the best result is kept.
+A start stops once it is out of reach: when even ``refine_give_up`` times its best gain
+of the last two flips, at every flip left, would not reach the goal
+(:func:`advseq.token_search.out_of_reach`; 0 searches every start to the end).
 ``refine_flips=0`` gives the paper's attack.
 
 Deviation (attack time): where the detector's own scores are known (white-box and score
@@ -84,7 +87,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
-from advseq.config import SEED, Bool, Choice, Int, Text
+from advseq.config import SEED, Bool, Choice, Float, Int, Text
 from advseq.errors import ConfigError
 from advseq.schema import Dataset
 from advseq.threat import SURROGATE_DETECTOR, ThreatModel, surrogate_seed
@@ -115,11 +118,13 @@ class PETGENAttack(Attack):
     default_recency = True
     param_rules = {**PETGENSettings.param_rules, "generator": Text(none=True),
                    "refine_flips": Int(0, 1000), "refine_top_k": Int(1, 100_000), "refine_starts": Int(1, 1000),
-                   "choose": Choice("auto", "natural", "goal"), "natural_context": Bool(),
+                   "refine_give_up": Float(0), "choose": Choice("auto", "natural", "goal"),
+                   "natural_context": Bool(),
                    "surrogate_detector": Text(), "seed": SEED}
 
     def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
-                 refine_top_k: int = 100, refine_starts: int = 8, choose: str = "auto",
+                 refine_top_k: int = 100, refine_starts: int = 8, refine_give_up: float = 2.0,
+                 choose: str = "auto",
                  natural_context: bool = False, surrogate_detector: str = SURROGATE_DETECTOR,
                  seed: int = 0, **settings: Any) -> None:
         own = [n for n in inspect.signature(PETGENAttack.__init__).parameters if n not in ("self", "settings")]
@@ -128,6 +133,7 @@ class PETGENAttack(Attack):
         self.refine_flips = refine_flips
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
+        self.refine_give_up = refine_give_up
         self.choose = choose
         self.natural_context = natural_context
         self.surrogate_detector = surrogate_detector
@@ -291,7 +297,7 @@ class PETGENAttack(Attack):
                     mask[t, ids] = True
             allowed.append(mask)
         refined = hotflip_search(sub_tasks, posts, threat, beam_width=2, candidates=10,
-                                 max_flips=self.refine_flips, allowed=allowed)
+                                 max_flips=self.refine_flips, allowed=allowed, give_up=self.refine_give_up)
         results: dict[int, list[AttackOutput]] = {}
         for (i, _), r, post in zip(starts, refined, posts, strict=True):
             ids = encode_post(r.post, vocab, T).ids

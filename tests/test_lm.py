@@ -287,3 +287,34 @@ def test_finished_rows_leave_the_batch_and_the_rest_write_as_alone(lm: PostLM, m
         i, m = lm.prefix([contexts[r]])
         alone = lm.generate_ids(lm.embed(i), m, uniforms[r:r + 1], bias=bias[r // 2: r // 2 + 1], **kw)
         assert torch.equal(alone[0], batch[r]), r
+
+
+def test_sdpa_mask_gives_the_forward_of_transformers_own_mask(lm: PostLM) -> None:
+    from advseq.lm.masks import sdpa_mask
+
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(len(SPECIALS), len(lm.vocab_), (6, 9), generator=g)
+    mask = torch.ones(6, 9, dtype=torch.long)
+    mask[0, :3] = 0                        # left padding
+    mask[1, 6:] = 0                        # right padding
+    mask[2, 2:4] = 0                       # a gap (a prefix then a target)
+    mask[3, :8] = 0                        # one real token
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    model = lm.model_.eval()
+    with torch.no_grad():
+        ref = model.transformer(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        ours = model.transformer(input_ids=ids, attention_mask=sdpa_mask(mask, 9), position_ids=pos).last_hidden_state
+        real = mask.bool()
+        assert torch.equal(ours[real], ref[real])
+        # one decoding step over a cache (which a step extends in place: one cache each)
+        steps = []
+        for step_mask in (mask, sdpa_mask(mask, 1)):
+            past = model.transformer(input_ids=ids[:, :8], attention_mask=mask[:, :8], position_ids=pos[:, :8],
+                                     use_cache=True).past_key_values
+            steps.append(model.transformer(input_ids=ids[:, 8:], attention_mask=step_mask, position_ids=pos[:, 8:],
+                                           past_key_values=past).last_hidden_state[:, 0])
+        last = real[:, 8]
+        assert torch.equal(steps[1][last], steps[0][last])
+    assert sdpa_mask(torch.ones(2, 4), 4) is None         # nothing padded: transformers' own path
+    m = sdpa_mask(mask, 9)
+    assert m.shape == (6, 1, 9, 9) and not m[0, 0, 5, 6] and m[0, 0, 5, 4] and not m[0, 0, 5, 1]

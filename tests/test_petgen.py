@@ -329,19 +329,25 @@ def test_before_the_last_of_k_posts_a_miss_keeps_the_closest_post(trained: PETGE
     closest to the goal (the next post starts from its verdict), not the most natural one
     that the last (or only) post gets."""
     runs = {}
-    for k in (1, 2):
+    for k, within in ((1, 0.0), (2, 0.0), (2, 0.05)):
         spec = AttackSpec(posts=k)
         tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:16]
-        attack = _attack_on(trained, split, candidates=8, refine_flips=2, refine_starts=2, choose="natural")
+        attack = _attack_on(trained, split, candidates=8, refine_flips=2, refine_starts=2, choose="natural",
+                            miss_within=within)
         threat = ThreatModel(load_detector(cnn_dir), "white-box")
         outs = attack.run(tasks, threat)
         p = threat.score([t.with_post(o.post) for t, o in zip(tasks, outs, strict=True)])
-        runs[k] = (np.abs(p - np.array([t.target for t in tasks])), outs)
-    missed = runs[1][0] >= 0.5
-    assert any(o.info.get("natural_miss") for o in runs[1][1])    # else nothing is tested
-    assert not any(o.info.get("natural_miss") for o in runs[2][1])
-    assert (runs[2][0][missed] <= runs[1][0][missed] + 1e-5).all()
-    assert (runs[2][0][missed] < runs[1][0][missed] - 1e-5).any()
+        runs[k, within] = (np.abs(p - np.array([t.target for t in tasks])), outs)
+    missed = runs[1, 0.0][0] >= 0.5
+    assert any(o.info.get("natural_miss") for o in runs[1, 0.0][1])    # else nothing is tested
+    assert not any(o.info.get("natural_miss") for o in runs[2, 0.0][1])
+    closest, gap1 = runs[2, 0.0][0][missed], runs[1, 0.0][0][missed]
+    assert (closest <= gap1 + 1e-5).all()
+    assert (closest < gap1 - 1e-5).any()
+    # miss_within: the most natural of the candidates that close to the closest one
+    near, outs = runs[2, 0.05]
+    assert (near[missed] <= closest + 0.05 + 1e-5).all()
+    assert any(o.info.get("natural_miss") for o in outs)
 
 
 def test_training_selection_margin(trained: PETGEN, split, cnn_dir: Path) -> None:

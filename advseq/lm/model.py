@@ -26,6 +26,7 @@ from torch import nn
 
 from advseq.config import DIM_MAX, SEED, Configurable, Device, Float, Int
 from advseq.errors import ConfigError
+from advseq.lm.masks import sdpa_mask
 from advseq.text import SPECIALS, URL_TOKEN, Tokenizer, Vocabulary
 
 if TYPE_CHECKING:
@@ -319,8 +320,8 @@ class PostLM(Configurable):
         uniforms = uniforms.to(device)
         mask = prefix_mask.to(device).long()
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = model.transformer(inputs_embeds=prefix_embeds.to(device), attention_mask=mask,
-                                position_ids=pos, use_cache=True)
+        out = model.transformer(inputs_embeds=prefix_embeds.to(device), position_ids=pos, use_cache=True,
+                                attention_mask=sdpa_mask(mask, mask.shape[1]))
         past, hidden = out.past_key_values, out.last_hidden_state[:, -1]
         next_pos = pos[:, -1:] + 1
         barred = torch.tensor([Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.bos_id,
@@ -362,7 +363,8 @@ class PostLM(Configurable):
                 past.batch_select_indices(keep)
                 done = done[keep]
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], 1)
-            out = model.transformer(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+            out = model.transformer(input_ids=tok[:, None], attention_mask=sdpa_mask(mask, 1),
+                                    position_ids=next_pos,
                                     past_key_values=past, use_cache=True)
             past, hidden = out.past_key_values, out.last_hidden_state[:, -1]
             next_pos = next_pos + 1

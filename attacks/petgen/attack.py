@@ -40,7 +40,8 @@ threshold: success is the same, the text reads more like the user's. A refined p
 kept only where it reaches the goal, and for a user whom no post makes evade the most
 natural candidate is posted rather than the closest — except before the last of K
 posts, where the next post starts from this one's verdict, so the closest candidate is
-kept (a refined post still only where it reaches the goal: refined posts that miss read
+kept, or with ``miss_within=m`` the most natural of those within ``m`` (in probability)
+of it (a refined post still only where it reaches the goal: refined posts that miss read
 worst). In transfer mode ``"auto"`` keeps
 the candidate closest to the goal on the surrogate, since a post barely past the
 surrogate's threshold transfers worse; ``choose="goal"`` keeps the closest everywhere.
@@ -118,13 +119,13 @@ class PETGENAttack(Attack):
     default_recency = True
     param_rules = {**PETGENSettings.param_rules, "generator": Text(none=True),
                    "refine_flips": Int(0, 1000), "refine_top_k": Int(1, 100_000), "refine_starts": Int(1, 1000),
-                   "refine_give_up": Float(0), "choose": Choice("auto", "natural", "goal"),
+                   "refine_give_up": Float(0), "miss_within": Float(0, 1), "choose": Choice("auto", "natural", "goal"),
                    "natural_context": Bool(),
                    "surrogate_detector": Text(), "seed": SEED}
 
     def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
                  refine_top_k: int = 100, refine_starts: int = 8, refine_give_up: float = 2.0,
-                 choose: str = "auto",
+                 miss_within: float = 0.0, choose: str = "auto",
                  natural_context: bool = False, surrogate_detector: str = SURROGATE_DETECTOR,
                  seed: int = 0, **settings: Any) -> None:
         own = [n for n in inspect.signature(PETGENAttack.__init__).parameters if n not in ("self", "settings")]
@@ -134,6 +135,7 @@ class PETGENAttack(Attack):
         self.refine_top_k = refine_top_k
         self.refine_starts = refine_starts
         self.refine_give_up = refine_give_up
+        self.miss_within = miss_within
         self.choose = choose
         self.natural_context = natural_context
         self.surrogate_detector = surrogate_detector
@@ -227,18 +229,24 @@ class PETGENAttack(Attack):
             outputs = self._natural_misses(tasks, outputs, runners_up, threat, natural)
         return outputs
 
-    @staticmethod
-    def _natural_misses(tasks: Sequence[AttackTask], outputs: list[AttackOutput],
+    def _natural_misses(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
                         runners_up: Sequence[Sequence[tuple[str, float]]], threat: ThreatModel,
                         natural: Naturalness) -> list[AttackOutput]:
         """Where neither a candidate nor a refined post reaches the goal, the attack has
         failed whatever the user posts; the most natural candidate is then posted instead
         of the one that came closest: a post that fails anyway should at least read like the
-        user's. Every success stays as it was."""
+        user's. Before the last of K posts the next post starts from this one's verdict, so
+        the choice is among the candidates within ``miss_within`` (in probability) of the
+        closest one. Every success stays as it was."""
         miss = [i for i, (t, o) in enumerate(zip(tasks, outputs, strict=True))
-                if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)
-                and not _more_to_come(t)]
-        options = [[(outputs[i].post, float(outputs[i].info["score"])), *runners_up[i]] for i in miss]
+                if o.info.get("score") is not None and not threat.reaches(o.info["score"], t.target)]
+        options = []
+        for i in miss:
+            opts = [(outputs[i].post, float(outputs[i].info["score"])), *runners_up[i]]
+            if _more_to_come(tasks[i]):
+                gap = abs(opts[0][1] - tasks[i].target) + self.miss_within
+                opts = [o for o in opts if abs(o[1] - tasks[i].target) <= gap]
+            options.append(opts)
         picks = natural.best([tasks[i] for i in miss], [[post for post, _ in o] for o in options])
         out = list(outputs)
         for i, opts, j in zip(miss, options, picks, strict=True):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from advseq.lm.masks import sdpa_mask
 from advseq.schema import Post, User
 from advseq.text import SPECIALS, Vocabulary
 
@@ -271,8 +272,8 @@ class PersonalizedGenerator(nn.Module):
         inputs = torch.cat([emb, self.decoder.transformer.wte(tgt[:, :-1])], 1)
         full_mask = torch.cat([mask, tmask[:, :-1]], 1)
         pos = (full_mask.cumsum(1) - 1).clamp(min=0)
-        hidden = self.decoder.transformer(inputs_embeds=inputs, attention_mask=full_mask,
-                                          position_ids=pos).last_hidden_state
+        hidden = self.decoder.transformer(inputs_embeds=inputs, position_ids=pos,
+                                          attention_mask=sdpa_mask(full_mask, full_mask.shape[1])).last_hidden_state
         return self.decoder.lm_head(hidden[:, L - 1:L - 1 + T]), tmask
 
     def mle_loss(self, b: CondBatch) -> torch.Tensor:
@@ -293,8 +294,8 @@ class PersonalizedGenerator(nn.Module):
         B = emb.shape[0]
         device = emb.device
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.decoder.transformer(inputs_embeds=emb, attention_mask=mask, position_ids=pos,
-                                       use_cache=True)
+        out = self.decoder.transformer(inputs_embeds=emb, attention_mask=sdpa_mask(mask, mask.shape[1]),
+                                       position_ids=pos, use_cache=True)
         past, hidden = out.past_key_values, out.last_hidden_state[:, -1]
         next_pos = pos[:, -1:] + 1
         V = self.wte.shape[0]
@@ -322,8 +323,9 @@ class PersonalizedGenerator(nn.Module):
             if bool(ended.all()) or t == max_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], 1)
-            out = self.decoder.transformer(inputs_embeds=(y @ self.wte).unsqueeze(1), attention_mask=mask,
-                                           position_ids=next_pos, past_key_values=past, use_cache=True)
+            out = self.decoder.transformer(inputs_embeds=(y @ self.wte).unsqueeze(1),
+                                           attention_mask=sdpa_mask(mask, 1), position_ids=next_pos,
+                                           past_key_values=past, use_cache=True)
             past, hidden = out.past_key_values, out.last_hidden_state[:, -1]
             next_pos = next_pos + 1
         y = torch.stack(ys, 1)

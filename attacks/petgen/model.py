@@ -142,7 +142,7 @@ class PETGEN(PETGENSettings):
         runners_up: list[list[tuple[str, float]]] = []
         reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
         cands = [fresh(task, list(dict.fromkeys(posts))) for task, posts in zip(tasks, cands, strict=True)]
-        scored = _scored_together(tasks, cands, threat)
+        scored = scored_together(tasks, cands, threat)
         for n, (task, posts) in enumerate(zip(tasks, cands, strict=True)):
             left = threat.remaining(task.user_id)
             status = "ok"
@@ -217,7 +217,7 @@ class PETGEN(PETGENSettings):
         return model
 
 
-def _scored_together(tasks: Sequence[AttackTask], cands: Sequence[Sequence[str]],
+def scored_together(tasks: Sequence[AttackTask], cands: Sequence[Sequence[str]],
                      threat: ThreatModel) -> list[np.ndarray] | None:
     """Every task's candidates scored in one batch across users (one query each, as one
     call per task charges them), where scores are granted, the faster query paths are on

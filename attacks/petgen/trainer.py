@@ -264,6 +264,8 @@ class _AdversarialState:
         there the natural choice is among the candidates past the goal by
         ``select_margin`` (default 0.25 on a surrogate, 0 on the deployed detector).
         Candidates are sampled at ``select_temperature`` (default: the attack's)."""
+        from attacks.petgen.model import scored_together
+
         m = self.m
         k, T = m.select_k, m.lm_.max_post_tokens
         temperature = m.temperature if m.select_temperature is None else m.select_temperature
@@ -273,9 +275,10 @@ class _AdversarialState:
         for s in range(0, len(self.tasks), 64):
             part = self.tasks[s:s + 64]
             cands = m.sample(part, uniforms[s * k:(s + len(part)) * k], k, temperature=temperature)
+            scored = scored_together(part, cands, self.threat)
             picked, reaching = [], []
-            for task, posts in zip(part, cands, strict=True):
-                p = self.threat.score([task.with_post(c) for c in posts])
+            for n, (task, posts) in enumerate(zip(part, cands, strict=True)):
+                p = scored[n] if scored is not None else self.threat.score([task.with_post(c) for c in posts])
                 dist = np.abs(p - task.target)
                 best = int(np.argmin(dist))
                 picked.append((posts[best], 1.0 - float(dist[best])))

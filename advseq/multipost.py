@@ -6,9 +6,11 @@ a K-post attack.
 post 1 for every task with :meth:`~advseq.attack.Attack.run`, then for each user not yet
 at the goal writes post 2 with post 1 in the history, and so on up to K. Between posts
 the attacker checks where a user stands with one query on its own threat model (a score
-if granted, else a label; in transfer mode the threat model is the surrogate), so the
-query budget covers every post and every check; a user who cannot afford the check (and
-the post after it) stops with status ``budget_exhausted``. Each slot is one ``run`` call
+if granted, else a label), so the query budget covers every post and every check; a user
+who cannot afford the check (and the post after it) stops with status
+``budget_exhausted``. On a surrogate (transfer mode) the attacker writes all K posts: the
+surrogate's verdict is no evidence of the deployed detector's, and the attacker learns
+nothing more by stopping (:func:`short_of_goal`, the rule every K-post strategy uses). Each slot is one ``run`` call
 over every user still writing, so tensor attacks stay batched.
 
 The K posts of one user must be distinct texts: a post that is a near copy
@@ -56,7 +58,7 @@ def write_sequential(attack: Attack, tasks: Sequence[AttackTask], threat: Threat
     write_cost = 1 if attack.requires else 0
     for slot in range(spec.posts):
         if slot:
-            active = _check(active, current, written, threat, write_cost)
+            active = still_writing(active, current, written, threat, write_cost)
         if not active:
             break
         kept = _write_slot(attack, active, current, threat, write_cost)
@@ -99,28 +101,35 @@ def _write_slot(attack: Attack, active: list[int], current: list[AttackTask], th
     return kept
 
 
-def _check(active: list[int], current: list[AttackTask], written: list[list[AttackOutput]],
-           threat: ThreatModel, write_cost: int) -> list[int]:
+def short_of_goal(threat: ThreatModel, prob: float, target: int) -> bool:
+    """Whether a user whose own check reads ``prob`` writes its next post: while short of
+    the goal, and always on a surrogate (see the module doc)."""
+    return threat.surrogate or not threat.reaches(prob, target)
+
+
+def still_writing(active: list[int], current: list[AttackTask], written: list[list[AttackOutput]],
+                  threat: ThreatModel, write_cost: int = 0) -> list[int]:
     """The users that go on writing: one query each on the attacker's threat model says
-    whether the goal is reached; a user who cannot afford it and the next post stops
-    (its last post's status becomes ``budget_exhausted``)."""
+    whether the goal is reached (none on a surrogate, where everyone goes on); a user who
+    cannot afford it and the next post stops (its last post's status becomes
+    ``budget_exhausted``)."""
     users = [current[i].history for i in active]
-    can = threat.affordable(users, 1 + write_cost)
+    can = threat.affordable(users, (0 if threat.surrogate else 1) + write_cost)
     for i, ok in zip(active, can, strict=True):
         if not ok:
             last = written[i][-1]
             written[i][-1] = AttackOutput(last.post, "budget_exhausted", last.info)
     asking = [i for i, ok in zip(active, can, strict=True) if ok]
-    if not asking:
-        return []
+    if not asking or threat.surrogate:
+        return asking
     users = [current[i].history for i in asking]
     if threat.has("score"):
         probs = threat.score(users)
-        at_goal = [threat.reaches(float(p), current[i].target) for i, p in zip(asking, probs, strict=True)]
+        goes_on = [short_of_goal(threat, float(p), current[i].target) for i, p in zip(asking, probs, strict=True)]
     else:
         labels = threat.label(users)
-        at_goal = [int(lab) == current[i].target for i, lab in zip(asking, labels, strict=True)]
-    return [i for i, done in zip(asking, at_goal, strict=True) if not done]
+        goes_on = [int(lab) != current[i].target for i, lab in zip(asking, labels, strict=True)]
+    return [i for i, more in zip(asking, goes_on, strict=True) if more]
 
 
 # ---- facts of written posts --------------------------------------------------------------

@@ -27,7 +27,7 @@ one in the new post, so an earlier post is still edited with the later ones in v
 (the sequential strategy has fixed it by then), and a flip that makes a post a near
 copy of another is never scored. Up to K slots; each beam's state is scored as the
 detector scores the written posts. A user stops with the posts written when the goal
-is reached, so fewer than K posts: each post is one more for a platform to see, and
+is reached (on a surrogate never: :func:`advseq.multipost.short_of_goal`), so fewer than K posts: each post is one more for a platform to see, and
 the records' ``posts_to_evade`` then counts the posts an evader needs (starting from K
 posts at once instead reaches the goal no more often on the demo data, with every
 evader needing all K).
@@ -41,13 +41,13 @@ from dataclasses import replace
 from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import copycat_posts, is_near_copy, own_posts
 from advseq.config import SEED, Int
+from advseq.multipost import short_of_goal
 from advseq.threat import ThreatModel
 from advseq.token_search import (
     Beam,
     encode_post,
     hotflip_search,
     joint_search,
-    reached,
     score_beams,
     slot_texts,
 )
@@ -108,7 +108,7 @@ def write_joint(attack: HotFlipAttack, tasks: Sequence[AttackTask], threat: Thre
                              max_flips=attack.max_flips, status=sub)
         for u, b, st in zip(live, found, sub, strict=True):
             beams[u], status[u] = b, st
-        live = [u for u in live if status[u] == "ok" and not reached(beams[u][0][3], tasks[u].target)]
+        live = [u for u in live if status[u] == "ok" and short_of_goal(threat, beams[u][0][3], tasks[u].target)]
     outputs = []
     for u in range(len(tasks)):
         best = beams[u][0]

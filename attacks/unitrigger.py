@@ -30,6 +30,7 @@ from advseq.attack import Attack, AttackOutput, AttackSpec, AttackTask
 from advseq.candidates import copycat_posts, is_near_copy, own_posts
 from advseq.config import SEED, Int, Text
 from advseq.errors import ConfigError
+from advseq.multipost import still_writing
 from advseq.schema import Dataset
 from advseq.storage import atomic_write_json
 from advseq.text import Tokenizer
@@ -223,7 +224,7 @@ class UniversalTriggerAttack(Attack):
                     spec: AttackSpec) -> list[list[AttackOutput]]:
         """One post: :meth:`run`. K posts (after a ``prepare`` for K): post k is a
         copycat post plus slot k's trigger; between posts the attacker checks each user
-        with one query on its threat model (a score) and stops at the goal."""
+        as the sequential strategy does (:func:`advseq.multipost.still_writing`)."""
         if spec.posts == 1:
             return super().write_posts(tasks, threat, spec)
         triggers = getattr(self, "slot_triggers_", None)
@@ -234,7 +235,7 @@ class UniversalTriggerAttack(Attack):
         active = list(range(len(tasks)))
         for k, trigger in enumerate(triggers):
             if k:
-                active = self._check(active, current, written, threat)
+                active = still_writing(active, current, written, threat)
             nxt = []
             for i in active:
                 post = self._slot_post(current[i], threat, trigger)
@@ -246,20 +247,6 @@ class UniversalTriggerAttack(Attack):
                 nxt.append(i)
             active = nxt
         return written
-
-    @staticmethod
-    def _check(active: list[int], current: list[AttackTask], written: list[list[AttackOutput]],
-               threat: ThreatModel) -> list[int]:
-        """The users short of the goal after their written posts (one score query each);
-        a user who cannot afford the query stops, its last post marked ``budget_exhausted``."""
-        can = threat.affordable([current[i].history for i in active])
-        for i, ok in zip(active, can, strict=True):
-            if not ok:
-                last = written[i][-1]
-                written[i][-1] = AttackOutput(last.post, "budget_exhausted", last.info)
-        asking = [i for i, ok in zip(active, can, strict=True) if ok]
-        probs = threat.score([current[i].history for i in asking]) if asking else []
-        return [i for i, p in zip(asking, probs, strict=True) if not threat.reaches(float(p), current[i].target)]
 
     def _slot_post(self, task: AttackTask, threat: ThreatModel, trigger: str) -> str | None:
         """The task's copycat post (slot 0: the one-post attack's) plus ``trigger``, drawn

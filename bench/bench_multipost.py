@@ -6,13 +6,15 @@ transfer, next to the K-post ceiling. Writes bench/results/multipost-<dataset>.{
     python bench/bench_multipost.py --attacks hotflip petgen --modes white-box --posts 8
     python bench/bench_multipost.py --ceiling 1 2 4          # add the K-post ceilings
     python bench/bench_multipost.py --cost hotflip petgen    # and their K = 1 runs (cost ratio)
+    ADVSEQ_DATA=data python bench/bench_multipost.py --dataset demo   # the bundled demo data
 
 Each row is one `advseq attack --posts K` run folder under --work (reused when it holds a
 summary, resumed when it was killed); a K run gives evasion after every k <= K, because
 the sequential strategy writes post k the same way whatever K is. The deployed detector
 and the transfer surrogate (the same detector type, trained with seed 1000) are trained
 once into --work. TextBugger has no gradient: it runs once, in score mode (200 queries).
-Speed is measured here, never in a test.
+Speed is measured here, never in a test. The generated tables replace the top of the .md;
+whatever follows a line ``<!-- notes -->`` in it (findings written by hand) is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ATTACKS = ["copycat", "hotflip", "unitrigger", "textbugger", "lm-generic", "malc
 #: attacks with no gradient: they run once, in score mode with this query budget, whatever --modes says
 SCORE_ONLY = {"textbugger": 200}
 QUALITY = ["bleu_2", "perplexity_judge", "perplexity_ref", "topic_sim_context", "copy_exact"]
+NOTES = "<!-- notes -->"
 
 
 def _data(name: str) -> Path:
@@ -74,6 +77,7 @@ def run_rows(args: argparse.Namespace, work: Path) -> list[dict]:
                         extra += ["--budget", str(SCORE_ONLY[atk])]
                     _advseq("attack", str(data), "-d", str(deployed), "-a", atk, "--mode", mode,
                             "--posts", str(K), "-o", str(out), "--resume",
+                            *(["--max-users", str(args.max_users)] if args.max_users else []),
                             *(["--no-quality"] if args.no_quality else []), *extra,
                             log=out.with_suffix(".log"))
                 rows.append(row(out))
@@ -144,6 +148,7 @@ def main() -> int:
     ap.add_argument("--posts", type=int, default=4)
     ap.add_argument("--ceiling", type=int, nargs="*", default=[], help="K values of the ceiling")
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--max-users", type=int, default=None, help="attack only the first N test users")
     ap.add_argument("--cost", nargs="*", default=[], metavar="ATTACK",
                     help="also run these attacks at K = 1: the table gives K's attack time as a multiple of it")
     ap.add_argument("--work", default=None, help="folder of the runs (default runs/bench-multipost-DATASET)")
@@ -155,7 +160,9 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"multipost-{args.dataset}"
     stem.with_suffix(".json").write_text(json.dumps({"rows": rows, "ceilings": ceil}, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(render(args, rows, ceil))
+    md = stem.with_suffix(".md")
+    _, marker, notes = (md.read_text() if md.exists() else "").partition(NOTES)
+    md.write_text(render(args, rows, ceil) + (f"\n{marker}{notes}" if marker else ""))
     print(stem.with_suffix(".md").read_text())
     return 0
 

@@ -261,6 +261,26 @@ def test_near_copies_are_retried_then_the_sequence_ends() -> None:
     assert tm.queries["u1"] == 1 and tm.queries["v"] == 2          # one check between posts
 
 
+
+
+def test_on_a_surrogate_every_post_is_written() -> None:
+    """The deployed detector's own check stops a user at the goal; a surrogate's verdict
+    does not (transfer: it is no evidence of the deployed one's), and costs no query."""
+    from advseq.detector import CallableDetector
+    from advseq.multipost import write_sequential
+    from advseq.threat import ThreatModel
+
+    class _Distinct(_Fixed):
+        def run(self, tasks, threat):
+            self.calls.append(len(tasks))
+            return [AttackOutput(f"post {'abcdefgh'[t.slot]} {t.slot} words") for t in tasks]
+
+    spec = AttackSpec(posts=3)
+    benign = CallableDetector(lambda us: [0.1] * len(us))
+    for surrogate, posts, checks in ((False, 1, 1), (True, 3, 0)):
+        tm = ThreatModel(benign, "score", surrogate=surrogate)
+        out = write_sequential(_Distinct(), [spec.task(_user([0.0, 1.0]))], tm, spec)
+        assert len(out[0]) == posts and tm.queries["u1"] == checks
 # ---- quality of K posts ---------------------------------------------------------------------
 
 def test_quality_of_k_posts_covers_every_post() -> None:

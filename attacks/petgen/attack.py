@@ -39,10 +39,10 @@ most fluent and closest in words to their own posts under the attacker's languag
 threshold: success is the same, the text reads more like the user's. A refined post is
 kept only where it reaches the goal, and for a user whom no post makes evade the most
 natural candidate is posted rather than the closest — except before the last of K
-posts, where the next post starts from this one's verdict, so the closest candidate is
-kept, or with ``miss_within=m`` the most natural of those within ``m`` (in probability)
-of it (a refined post still only where it reaches the goal: refined posts that miss read
-worst). In transfer mode ``"auto"`` keeps
+posts, where the next post starts from this one's verdict: there the most natural of
+the candidates within ``miss_within`` (0.02 by default, in probability) of the closest
+one is kept (0 keeps the closest; a refined post still only where it reaches the goal:
+refined posts that miss read worst). In transfer mode ``"auto"`` keeps
 the candidate closest to the goal on the surrogate, since a post barely past the
 surrogate's threshold transfers worse; ``choose="goal"`` keeps the closest everywhere.
 Training's best-of-k rounds (:meth:`attacks.petgen.trainer._AdversarialState.select_round`)
@@ -125,7 +125,7 @@ class PETGENAttack(Attack):
 
     def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
                  refine_top_k: int = 100, refine_starts: int = 8, refine_give_up: float = 2.0,
-                 miss_within: float = 0.0, choose: str = "auto",
+                 miss_within: float = 0.02, choose: str = "auto",
                  natural_context: bool = False, surrogate_detector: str = SURROGATE_DETECTOR,
                  seed: int = 0, **settings: Any) -> None:
         own = [n for n in inspect.signature(PETGENAttack.__init__).parameters if n not in ("self", "settings")]

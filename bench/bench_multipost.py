@@ -3,7 +3,7 @@ transfer, next to the K-post ceiling. Writes bench/results/multipost-<dataset>.{
 
     python bench/bench_multipost.py                          # wiki, hlstm, K = 4, every attack
     python bench/bench_multipost.py --dataset pan19-bots-en --detector cnn
-    python bench/bench_multipost.py --attacks hotflip petgen --modes white-box --posts 8
+    python bench/bench_multipost.py --attacks hotflip petgen --modes white-box --posts 4 8
     python bench/bench_multipost.py --ceiling 1 2 4          # add the K-post ceilings
     python bench/bench_multipost.py --cost hotflip petgen    # and their K = 1 runs (cost ratio)
     ADVSEQ_DATA=data python bench/bench_multipost.py --dataset demo   # the bundled demo data
@@ -69,7 +69,7 @@ def run_rows(args: argparse.Namespace, work: Path) -> list[dict]:
     for atk in args.attacks:
         modes = ["score"] if atk in SCORE_ONLY else args.modes
         for mode in modes:
-            for K in sorted({args.posts, *([1] if atk in args.cost else [])}):
+            for K in sorted({*args.posts, *([1] if atk in args.cost else [])}):
                 out = work / f"{atk}-{mode}-k{K}"
                 if not (out / "summary.json").exists():
                     extra = ["--surrogate", str(surrogate)] if mode == "transfer" else []
@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--detector", default="hlstm")
     ap.add_argument("--attacks", nargs="+", default=ATTACKS)
     ap.add_argument("--modes", nargs="+", default=["white-box", "transfer"])
-    ap.add_argument("--posts", type=int, default=4)
+    ap.add_argument("--posts", type=int, nargs="+", default=[4], help="K values (each a row per attack and mode)")
     ap.add_argument("--ceiling", type=int, nargs="*", default=[], help="K values of the ceiling")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--max-users", type=int, default=None, help="attack only the first N test users")

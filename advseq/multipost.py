@@ -10,8 +10,9 @@ if granted, else a label), so the query budget covers every post and every check
 who cannot afford the check (and the post after it) stops with status
 ``budget_exhausted``. On a surrogate (transfer mode) the attacker writes all K posts: the
 surrogate's verdict is no evidence of the deployed detector's, and the attacker learns
-nothing more by stopping (:func:`short_of_goal`, the rule every K-post strategy uses). Each slot is one ``run`` call
-over every user still writing, so tensor attacks stay batched.
+nothing more by stopping (:func:`short_of_goal`, the rule every K-post strategy uses).
+Each slot is one ``run`` call over every user still writing, so tensor attacks stay
+batched.
 
 The K posts of one user must be distinct texts: a post that is a near copy
 (:func:`advseq.candidates.is_near_copy`) of one already written for the user is written

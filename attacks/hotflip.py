@@ -27,10 +27,11 @@ one in the new post, so an earlier post is still edited with the later ones in v
 (the sequential strategy has fixed it by then), and a flip that makes a post a near
 copy of another is never scored. Up to K slots; each beam's state is scored as the
 detector scores the written posts. A user stops with the posts written when the goal
-is reached (on a surrogate never: :func:`advseq.multipost.short_of_goal`), so fewer than K posts: each post is one more for a platform to see, and
-the records' ``posts_to_evade`` then counts the posts an evader needs (starting from K
-posts at once instead reaches the goal no more often on the demo data, with every
-evader needing all K).
+is reached (on a surrogate never: :func:`advseq.multipost.short_of_goal`), so fewer
+than K posts: each post is one more for a platform to see, and the records'
+``posts_to_evade`` then counts the posts an evader needs (starting from K posts at once
+instead reaches the goal no more often on the demo data, with every evader needing all
+K).
 """
 
 from __future__ import annotations

@@ -261,8 +261,6 @@ def test_near_copies_are_retried_then_the_sequence_ends() -> None:
     assert tm.queries["u1"] == 1 and tm.queries["v"] == 2          # one check between posts
 
 
-
-
 def test_on_a_surrogate_every_post_is_written() -> None:
     """The deployed detector's own check stops a user at the goal; a surrogate's verdict
     does not (transfer: it is no evidence of the deployed one's), and costs no query."""
@@ -281,6 +279,8 @@ def test_on_a_surrogate_every_post_is_written() -> None:
         tm = ThreatModel(benign, "score", surrogate=surrogate)
         out = write_sequential(_Distinct(), [spec.task(_user([0.0, 1.0]))], tm, spec)
         assert len(out[0]) == posts and tm.queries["u1"] == checks
+
+
 # ---- quality of K posts ---------------------------------------------------------------------
 
 def test_quality_of_k_posts_covers_every_post() -> None:

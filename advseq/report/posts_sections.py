@@ -117,7 +117,8 @@ def posts_section(ctx: ReportContext) -> Section:
     sec.blocks.append(Para(
         "An attacker who writes K posts per user appends them one after the other (each a "
         "median gap of the user's posts later) and stops once its own check says the goal is "
-        "reached; the query budget covers all K. Evasion after k posts: share of the detected "
+        "reached (in transfer it writes all K, since the surrogate's verdict is not the deployed "
+        "detector's); the query budget covers all K. Evasion after k posts: share of the detected "
         "malicious users judged benign after the attacker's first k posts (a user who stopped "
         "earlier keeps its verdict). Posts to evade: the smallest k at which the deployed "
         "detector gave the goal's verdict. K-post ceiling: the evasion rate K relaxed posts "

@@ -9,8 +9,10 @@ transfer, next to the K-post ceiling. Writes bench/results/multipost-<dataset>.{
     ADVSEQ_DATA=data python bench/bench_multipost.py --dataset demo   # the bundled demo data
 
 Each row is one `advseq attack --posts K` run folder under --work (reused when it holds a
-summary, resumed when it was killed); a K run gives evasion after every k <= K, because
-the sequential strategy writes post k the same way whatever K is. The deployed detector
+summary, resumed when it was killed); a K run gives evasion after every k <= K. For a
+sequential attack its first k values are the k run's (post k is written the same way
+whatever K is); UniTrigger searches its K slot triggers together, and HotFlip's joint
+search edits earlier posts with later ones in view, so theirs may differ. The deployed detector
 and the transfer surrogate (the same detector type, trained with seed 1000) are trained
 once into --work. TextBugger has no gradient: it runs once, in score mode (200 queries).
 Speed is measured here, never in a test. The generated tables replace the top of the .md;
@@ -163,7 +165,7 @@ def main() -> int:
     md = stem.with_suffix(".md")
     _, marker, notes = (md.read_text() if md.exists() else "").partition(NOTES)
     md.write_text(render(args, rows, ceil) + (f"\n{marker}{notes}" if marker else ""))
-    print(stem.with_suffix(".md").read_text())
+    print(md.read_text())
     return 0
 
 

@@ -15,6 +15,9 @@ Round 0 trains the detector on the training split. Every round ``r``:
    leave their starting post: one of the user's own earlier posts). Benign users that
    joined with a re-posted earlier post instead taught the detector "a new-looking last
    post means malicious", the one slot the attacker controls (docs/results.md).
+   A detector that early-stops on a held-out share of its training users draws that
+   share among the original users, and each copy goes to its original's side: a held-out
+   copy of a user it trains on only measured memory, so early stopping never stopped.
 
 With ``posts`` = K > 1 the attacker writes up to K posts per user
 (:meth:`advseq.attack.Attack.write_posts`): the round table adds the test attack's
@@ -92,6 +95,25 @@ def augment(users: list[User], posts: dict[str, str | Sequence[str]], tasks: dic
     return out
 
 
+def origin_id(user_id: str) -> str:
+    """The id of the training user an augmented copy (:func:`augment`) was made from."""
+    return user_id.rsplit("#", 1)[0]
+
+
+def _train_valid(det: Any, users: list[User],
+                 copy_of: dict[str, str]) -> tuple[list[User], list[User] | None]:
+    """The users ``det`` trains on and early-stops on: where it holds out a validation
+    share, each augmented copy (``copy_of``: its id -> its original's) goes to the side
+    its original is on (:func:`advseq.torch_fit.carve_validation`); otherwise all of
+    them, and no share (the detector's own rule, if any)."""
+    valid_size = float(getattr(det, "valid_size", 0.0) or 0.0)
+    if valid_size <= 0:
+        return users, None
+    from advseq.torch_fit import carve_validation
+
+    return carve_validation(users, valid_size, det.seed, copy_of)
+
+
 def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, rounds: int = 3,
                  mode: str = "white-box", seed: int = 0, test_size: float = 0.2, split_seed: int = 0,
                  detector_params: dict[str, Any] | None = None,
@@ -164,6 +186,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
     atomic_write_json(cfg_file, config)
 
     train_users = list(split.train)
+    copy_of: dict[str, str] = {}            # augmented copy's id -> its original's
     table: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with progress_bar(f"retrain {detector} vs {attack}", rounds + 1, enabled=progress) as bar:
@@ -177,10 +200,10 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
             else:
                 if r > 0 and fine_tune_epochs is not None:
                     det = load_detector(out / f"round_{r - 1}" / "detector", device=device)
-                    det.fine_tune(train_users, epochs=fine_tune_epochs, progress=False)
+                    det.fine_tune(*_train_valid(det, train_users, copy_of), epochs=fine_tune_epochs, progress=False)
                 else:
                     det = create_detector(detector, seed=seed, **detector_params)
-                    det.fit(train_users, progress=False)
+                    det.fit(*_train_valid(det, train_users, copy_of), progress=False)
                 clean = classification_metrics(split.test.labels, det.predict_proba(split.test.users))
                 clean.update(n_train=len(train_users), train_seconds=det.fit_info_.get("train_seconds"))
                 _save_detector(det, det_dir, data, split, clean,
@@ -214,6 +237,7 @@ def retrain_loop(data: Dataset, detector: str, attack: str, out: str | Path, *, 
 
                 save_jsonl(Dataset(added, name="augmented") if added else Dataset([], "augmented"), aug_file)
             train_users = train_users + added
+            copy_of.update((u.user_id, origin_id(u.user_id)) for u in added)
     result = {"config": config, "rounds": table, "seconds": round(time.perf_counter() - t0, 1)}
     first, last = table[0], table[-1]
     if first["evasion_rate"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,24 @@ from advseq.schema import Dataset, User
 
 if TYPE_CHECKING:
     from advseq.neural import TorchDetector
+
+
+def carve_validation(users: Sequence[User], valid_size: float, seed: int,
+                     copy_of: Mapping[str, str] | None = None) -> tuple[list[User], list[User]]:
+    """The training users and the seeded stratified ``valid_size`` share held out from
+    them for early stopping. ``copy_of`` maps the id of a user that is a copy of another
+    (retraining's attacked copies) to its original's id: the share is then drawn among the
+    originals and every copy goes where its original went, since a held-out copy whose
+    original is trained on measures memory, not detection (early stopping never stops)."""
+    copy_of = copy_of or {}
+    originals = [u for u in users if u.user_id not in copy_of]
+    carved = Dataset(originals, name="train").split(valid_size, seed=seed)
+    if not copy_of:
+        return list(carved.train), list(carved.test)
+    held = {u.user_id for u in carved.test}
+    copies = [u for u in users if u.user_id in copy_of]
+    return ([*carved.train, *(u for u in copies if copy_of[u.user_id] not in held)],
+            [*carved.test, *(u for u in copies if copy_of[u.user_id] in held)])
 
 
 def train_loop(det: TorchDetector, train: Sequence[User], valid: Sequence[User] | None, *,
@@ -40,8 +58,7 @@ def train_loop(det: TorchDetector, train: Sequence[User], valid: Sequence[User] 
     rng = np.random.default_rng(det.seed)
     gen = torch.Generator().manual_seed(det.seed)
     if valid is None and det.valid_size > 0:
-        carved = Dataset(train, name="train").split(det.valid_size, seed=det.seed)
-        train, valid = list(carved.train), list(carved.test)
+        train, valid = carve_validation(train, det.valid_size, det.seed)
     device = det.torch_device
     if fresh:
         det._prepare(train)

@@ -33,7 +33,7 @@ import numpy as np
 from advseq.config import SEED, Choice, Int, ParamError, Table, Text
 from advseq.detector import ALL_CAPABILITIES, Detector, create_detector, load_detector
 from advseq.errors import ConfigError
-from advseq.schema import Dataset, User
+from advseq.schema import User
 
 if TYPE_CHECKING:
     import torch
@@ -153,8 +153,9 @@ class EnsembleDetector(Detector):
         if valid is None and valid_size > 0:
             # One validation split for all: members then see the same users and build one
             # vocabulary (the soft-post gradient needs it); they differ by their seeds.
-            carved = Dataset(train, name="train").split(valid_size, seed=self.seed)
-            train, valid = list(carved.train), list(carved.test)
+            from advseq.torch_fit import carve_validation
+
+            train, valid = carve_validation(train, valid_size, self.seed)
         self.members_ = []
         for i, det in enumerate(members):
             ckpt = Path(checkpoint_dir) / str(i) if checkpoint_dir is not None else None

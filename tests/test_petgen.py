@@ -324,6 +324,26 @@ def test_natural_choice_keeps_every_success(trained: PETGEN, split, cnn_dir: Pat
     assert runs["auto"][0] == goal[0]
 
 
+def test_surrogate_margin_chooses_naturally_past_it(trained: PETGEN, split, cnn_dir: Path) -> None:
+    """On a surrogate, ``surrogate_margin=m`` keeps the most natural post among those past
+    the surrogate's threshold by ``m``: every user the closest post takes that far past it
+    still gets a post that far past it, and some get another post than the closest."""
+    spec = AttackSpec()
+    tasks = [spec.task(u) for u in split.test.users if spec.targets(u)][:16]
+    runs = {}
+    for margin in (None, 0.01):
+        attack = _attack_on(trained, split, candidates=8, refine_flips=2, refine_starts=2, surrogate_margin=margin)
+        threat = ThreatModel(load_detector(cnn_dir), "white-box", surrogate=True)
+        outs = attack.run(tasks, threat)
+        p = threat.score([t.with_post(o.post) for t, o in zip(tasks, outs, strict=True)])
+        runs[margin] = ([threat.reaches(q, t.target, 0.01) for q, t in zip(p, tasks, strict=True)],
+                        [o.post for o in outs])
+    deep = runs[None][0]
+    assert any(deep)                                       # else nothing is tested
+    assert all(m for m, d in zip(runs[0.01][0], deep, strict=True) if d)
+    assert runs[0.01][1] != runs[None][1]
+
+
 def test_before_the_last_of_k_posts_a_miss_keeps_the_closest_post(trained: PETGEN, split, cnn_dir: Path) -> None:
     """With more posts to come, a user the post does not make evade gets the candidate
     closest to the goal (the next post starts from its verdict), not the most natural one

@@ -219,3 +219,47 @@ def test_retrain_warm_start_refused_where_the_detector_cannot(tmp_path: Path) ->
     cfg = CONFIG + '\n[[retrain]]\ndetector = "tfidf-lr"\nattack = "copycat"\nmode = "score"\nfine_tune_epochs = 2\n'
     with pytest.raises(ConfigError, match=r"\[\[retrain\]\] #1 fine_tune_epochs: detector 'tfidf-lr' cannot fine-tune"):
         load_config(write_config(tmp_path, cfg))
+
+
+def test_validation_carve_keeps_copies_with_their_originals() -> None:
+    """A held-out share drawn among the originals (the same one as without copies), each
+    copy on its original's side."""
+    from advseq.schema import User
+    from advseq.torch_fit import carve_validation
+
+    users = list(load_dataset(demo_data()).users)
+    plain = carve_validation(users, 0.2, 3)
+    copies = [User(f"{u.user_id}#adv0", u.label, u.posts) for u in users[::2]]
+    train, valid = carve_validation(users + copies, 0.2, 3, {c.user_id: c.user_id.split("#")[0] for c in copies})
+    originals = {u.user_id for u in users}
+    assert [u.user_id for u in train if u.user_id in originals] == [u.user_id for u in plain[0]]
+    assert [u.user_id for u in valid if u.user_id in originals] == [u.user_id for u in plain[1]]
+    held = {u.user_id for u in plain[1]}
+    assert len(train) + len(valid) == len(users) + len(copies)
+    assert any(u.user_id.endswith("#adv0") for u in valid)         # else nothing is tested
+    assert all(u.user_id.split("#")[0] in held for u in valid)
+    assert not any(u.user_id.split("#")[0] in held for u in train)
+
+
+def test_retrain_early_stops_on_users_it_does_not_train_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 1's detector holds out its validation share with every attacked copy on its
+    original's side: no held-out user is a copy of a user it trains on."""
+    import advseq.torch_fit
+
+    registry.attacks.register("signature-test", Signature)
+    seen: list[tuple[list[str], list[str]]] = []
+    real = advseq.torch_fit.train_loop
+
+    def spy(det, train, valid, **kw):  # type: ignore[no-untyped-def]
+        seen.append(([u.user_id for u in train], [u.user_id for u in valid or []]))
+        return real(det, train, valid, **kw)
+
+    monkeypatch.setattr(advseq.torch_fit, "train_loop", spy)
+    params = {"epochs": 1, "emb_dim": 16, "filters": 8, "seq_hidden": 8, "max_posts": 8, "max_tokens": 12}
+    retrain_loop(load_dataset(demo_data()), "cnn", "signature-test", tmp_path / "rt", rounds=1, seed=0,
+                 detector_params=params, max_users=16, progress=False)
+    assert len(seen) == 2
+    train, valid = seen[1]
+    assert any("#adv0" in v for v in valid) and any("#adv0" in t for t in train)
+    trained = {t.split("#")[0] for t in train}
+    assert not any(v.split("#")[0] in trained for v in valid)

@@ -44,7 +44,9 @@ the candidates within ``miss_within`` (0.02 by default, in probability) of the c
 one is kept (0 keeps the closest; a refined post still only where it reaches the goal:
 refined posts that miss read worst). In transfer mode ``"auto"`` keeps
 the candidate closest to the goal on the surrogate, since a post barely past the
-surrogate's threshold transfers worse; ``choose="goal"`` keeps the closest everywhere.
+surrogate's threshold transfers worse; given ``surrogate_margin=m`` it keeps the most
+natural of those past the surrogate's threshold by ``m`` (the closest where none is);
+``choose="goal"`` keeps the closest everywhere.
 Training's best-of-k rounds (:meth:`attacks.petgen.trainer._AdversarialState.select_round`)
 choose naturally in both modes, on a surrogate only among posts past its threshold by
 ``select_margin``.
@@ -120,13 +122,14 @@ class PETGENAttack(Attack):
     param_rules = {**PETGENSettings.param_rules, "generator": Text(none=True),
                    "refine_flips": Int(0, 1000), "refine_top_k": Int(1, 100_000), "refine_starts": Int(1, 1000),
                    "refine_give_up": Float(0), "miss_within": Float(0, 1), "choose": Choice("auto", "natural", "goal"),
-                   "natural_context": Bool(),
+                   "natural_context": Bool(), "surrogate_margin": Float(0, 0.5, high_open=True, none=True),
                    "surrogate_detector": Text(), "seed": SEED}
 
     def __init__(self, *, generator: str | None = None, refine_flips: int = 10,
                  refine_top_k: int = 100, refine_starts: int = 8, refine_give_up: float = 2.0,
                  miss_within: float = 0.02, choose: str = "auto",
-                 natural_context: bool = False, surrogate_detector: str = SURROGATE_DETECTOR,
+                 natural_context: bool = False, surrogate_margin: float | None = None,
+                 surrogate_detector: str = SURROGATE_DETECTOR,
                  seed: int = 0, **settings: Any) -> None:
         own = [n for n in inspect.signature(PETGENAttack.__init__).parameters if n not in ("self", "settings")]
         check_names(settings, self.name, extra=tuple(own))
@@ -138,6 +141,7 @@ class PETGENAttack(Attack):
         self.miss_within = miss_within
         self.choose = choose
         self.natural_context = natural_context
+        self.surrogate_margin = surrogate_margin
         self.surrogate_detector = surrogate_detector
         self.seed = seed
         if settings.get("recency") is None:
@@ -222,9 +226,11 @@ class PETGENAttack(Attack):
             raise ConfigError(f"{self.name}: call prepare() first (the evaluator does)")
         rngs = [self.np_rng(t, "sample") for t in tasks]
         natural = self._naturalness(threat)
-        outputs, runners_up = self.model_.write(tasks, threat, rngs, ranker=self._ranker, natural=natural)
+        margin = (self.surrogate_margin or 0.0) if threat.surrogate else 0.0
+        outputs, runners_up = self.model_.write(tasks, threat, rngs, ranker=self._ranker, natural=natural,
+                                                margin=margin)
         if self.refine_flips and threat.has("gradient"):
-            outputs = self._refine(tasks, outputs, runners_up, threat, natural=natural)
+            outputs = self._refine(tasks, outputs, runners_up, threat, natural=natural, margin=margin)
         if natural is not None:
             outputs = self._natural_misses(tasks, outputs, runners_up, threat, natural)
         return outputs
@@ -258,8 +264,10 @@ class PETGENAttack(Attack):
 
     def _naturalness(self, threat: ThreatModel) -> Naturalness | None:
         """The judge of natural posts when ``choose`` asks for one (``auto``: where the
-        scores are the deployed detector's own), else None."""
-        if self.choose == "goal" or (self.choose == "auto" and threat.surrogate) or not threat.has("score"):
+        scores are the deployed detector's own, or a surrogate's given ``surrogate_margin``),
+        else None."""
+        closest_on_surrogate = self.choose == "auto" and threat.surrogate and self.surrogate_margin is None
+        if self.choose == "goal" or closest_on_surrogate or not threat.has("score"):
             return None
         if self._natural is None:
             if self._train is None:
@@ -274,13 +282,14 @@ class PETGENAttack(Attack):
 
     def _refine(self, tasks: Sequence[AttackTask], outputs: list[AttackOutput],
                 runners_up: Sequence[Sequence[tuple[str, float]]], threat: ThreatModel, *,
-                natural: Naturalness | None = None) -> list[AttackOutput]:
+                natural: Naturalness | None = None, margin: float = 0.0) -> list[AttackOutput]:
         """Gradient refinement of the chosen posts (white-box or on the surrogate): HotFlip
         substitutions, but only to words the generator itself finds plausible at that
         position for this user (its ``refine_top_k`` most likely), so the text stays text.
         The ``refine_starts`` candidates closest to the goal are refined side by side and
         the refined post closest to the goal is kept (given ``natural``: the most natural
-        of those that reach it, and none when none does)."""
+        of those past the threshold by ``margin``, else the closest where it reaches the
+        goal, and none when none does)."""
         import torch
 
         from advseq.token_search import encode_post, hotflip_search
@@ -319,14 +328,14 @@ class PETGENAttack(Attack):
         best = {i: min(rs, key=lambda r, i=i: abs(r.info["surrogate_prob"] - tasks[i].target))
                 for i, rs in results.items()}
         if natural is not None:
-            reach = {i: [r for r in rs if threat.reaches(r.info["surrogate_prob"], tasks[i].target)]
-                     for i, rs in results.items()}
-            users = [i for i in reach if len(reach[i]) > 1]
-            picks = natural.best([tasks[i] for i in users], [[r.post for r in reach[i]] for i in users])
-            best.update({i: reach[i][j] for i, j in zip(users, picks, strict=True)})
+            past = {i: [r for r in rs if threat.reaches(r.info["surrogate_prob"], tasks[i].target, margin)]
+                    for i, rs in results.items()}
+            users = [i for i in past if len(past[i]) > 1]
+            picks = natural.best([tasks[i] for i in users], [[r.post for r in past[i]] for i in users])
+            best.update({i: past[i][j] for i, j in zip(users, picks, strict=True)})
             # Refinement is there to reach the goal: where it does not, the sampled post
             # (fluent text) stays instead of a refined one that fails as well.
-            best = {i: r for i, r in best.items() if reach[i]}
+            best = {i: r for i, r in best.items() if threat.reaches(r.info["surrogate_prob"], tasks[i].target)}
         out = list(outputs)
         for i, r in best.items():
             out[i] = AttackOutput(r.post, r.status if r.status != "ok" else outputs[i].status,

@@ -124,14 +124,15 @@ class PETGEN(PETGENSettings):
         return out
 
     def write(self, tasks: Sequence[AttackTask], threat: ThreatModel, rngs: Sequence[np.random.Generator],
-              ranker: ThreatModel | None = None, natural: Naturalness | None = None) -> Written:
+              ranker: ThreatModel | None = None, natural: Naturalness | None = None,
+              margin: float = 0.0) -> Written:
         """Sample ``candidates`` posts per task and keep one: by the threat model's scores
         when granted; with labels only, candidates are ranked by ``ranker`` (the attacker's
         surrogate) and label-queried in that order.
 
         With scores, the candidate closest to the goal verdict is kept; given ``natural``,
-        the most natural (:class:`Naturalness`) of the candidates that already reach the
-        goal, and the closest one when none does. The :class:`Written` result also holds,
+        the most natural (:class:`Naturalness`) of the candidates past the goal's threshold
+        by ``margin``, and the closest one when none is. The :class:`Written` result also holds,
         for every task, the other scored candidates with their scores, closest to the goal
         first (empty where no scores were granted)."""
         k = self.candidates
@@ -140,7 +141,7 @@ class PETGEN(PETGENSettings):
         cands = self.sample(tasks, uniforms, k)
         outputs: list[AttackOutput] = []
         runners_up: list[list[tuple[str, float]]] = []
-        reaching: list[list[tuple[str, float]]] = []   # score mode: candidates at the goal
+        reaching: list[list[tuple[str, float]]] = []   # score mode: candidates past the margin
         cands = [fresh(task, list(dict.fromkeys(posts))) for task, posts in zip(tasks, cands, strict=True)]
         scored = scored_together(tasks, cands, threat)
         for n, (task, posts) in enumerate(zip(tasks, cands, strict=True)):
@@ -154,8 +155,9 @@ class PETGEN(PETGENSettings):
                 best = int(order[0])
                 runners_up.append([(posts[i], float(p[i])) for i in order[1:]])
                 reaching.append([(posts[i], float(p[i])) for i in order
-                                 if threat.reaches(p[i], task.target)])
-                outputs.append(AttackOutput(posts[best], status if not reaching[-1] else "ok",
+                                 if threat.reaches(p[i], task.target, margin)])
+                ok = threat.reaches(p[best], task.target)
+                outputs.append(AttackOutput(posts[best], "ok" if ok else status,
                                             {"candidates": len(posts), "score": round(float(p[best]), 6)}))
                 continue
             reaching.append([])

@@ -67,6 +67,33 @@ def _once(key: str) -> bool:
         return True
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 256 << 20
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the
+    kernel at once. By default every block above 32 MB is its own ``mmap``, unmapped when
+    freed, so a tensor of that size allocated again and again (the logits over a whole
+    vocabulary at each generated token, their softmax, their gradients) costs page faults
+    and zero-filled pages each time. Blocks up to :data:`MMAP_THRESHOLD` now come from the
+    heap, and up to :data:`TRIM_THRESHOLD` of free heap stays mapped. Same results (only
+    where memory comes from changes), more resident memory. Called by the command line
+    and Ray workers, not on import; ``ADVSEQ_KEEP_FREED=0`` leaves malloc as it is.
+    Returns whether it applied (glibc only)."""
+    if os.environ.get("ADVSEQ_KEEP_FREED", "1") == "0" or not _once("keep-freed"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt     # the process's own C library
+    except (OSError, AttributeError, TypeError):   # no mallopt there (macOS, Windows)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def offline_env() -> None:
     """Make Hugging Face libraries work from local files only (user settings win)."""
     for var in HF_OFFLINE_VARS:

@@ -99,6 +99,9 @@ def generation_speed(dataset: str, home: Path, n_users: int = 64, k: int = 32) -
     from advseq.attack import AttackSpec
     from advseq.io import load_dataset
     from advseq.paths import shared_dataset
+    from advseq.runtime import keep_freed_memory
+
+    keep_freed_memory()           # as the command line does
     from attacks.petgen.model import PETGEN
 
     gens = sorted((home / "cache" / "petgen").glob("*/config.json"))

@@ -136,3 +136,48 @@ def test_atomic_writes_leave_whole_files_with_ordinary_permissions(tmp_path: Pat
         assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]   # no temp left
     finally:
         os.umask(umask)
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_keep_freed_memory_sets_both_thresholds_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    libc = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda _name: libc)
+    monkeypatch.setattr(runtime, "_done", set())
+    monkeypatch.delenv("ADVSEQ_KEEP_FREED", raising=False)
+    assert runtime.keep_freed_memory()
+    assert libc.calls == [(-3, runtime.MMAP_THRESHOLD), (-1, runtime.TRIM_THRESHOLD)]
+    assert runtime.TRIM_THRESHOLD >= runtime.MMAP_THRESHOLD > 32 << 20   # above glibc's own ceiling
+    assert not runtime.keep_freed_memory() and len(libc.calls) == 2
+
+
+def test_keep_freed_memory_can_be_switched_off_and_needs_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    libc = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda _name: libc)
+    monkeypatch.setattr(runtime, "_done", set())
+    monkeypatch.setenv("ADVSEQ_KEEP_FREED", "0")
+    assert not runtime.keep_freed_memory() and libc.calls == []
+    monkeypatch.delenv("ADVSEQ_KEEP_FREED")
+    monkeypatch.setattr(ctypes, "CDLL", lambda _name: object())      # a C library without mallopt
+    assert not runtime.keep_freed_memory()
+
+
+def test_console_script_keeps_freed_memory() -> None:
+    """The entry point applies it before any command (and ``--help`` still loads nothing heavy)."""
+    code = ("import advseq.runtime as r, advseq.cli as c, sys; sys.argv = ['advseq', '--version']\n"
+            "try:\n    c.main()\nexcept SystemExit:\n    pass\n"
+            "print('keep-freed' in r._done)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ADVSEQ_KEEP_FREED": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "True"

@@ -169,6 +169,9 @@ add_plugin_commands(app)
 
 def main() -> None:
     """Console-script entry point."""
+    from advseq.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except Exception as err:  # a bug, not bad input: one line unless debugging

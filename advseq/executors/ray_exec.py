@@ -33,6 +33,7 @@ from typing import Any
 from advseq.errors import CapabilityError, ConfigError
 from advseq.executors import status_of
 from advseq.executors.units import UnitSpec, execute_unit
+from advseq.runtime import keep_freed_memory
 from advseq.storage import atomic_write_json, one_line
 
 try:
@@ -50,6 +51,8 @@ def run_task(unit: dict[str, Any], run_folder: str, part: str | None, *_deps: An
     the tasks it needs, passed so that Ray waits for them)."""
     spec = UnitSpec.from_dict(unit)
     import torch
+
+    keep_freed_memory()
 
     torch.set_num_threads(cpus_of(spec.request))
     start = time.time()
